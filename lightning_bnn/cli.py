@@ -1,0 +1,101 @@
+"""Command line: ``python -m lightning_bnn fit --config CONFIG.yaml`` (LightningCLI).
+
+``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI subcommands. Every
+run is recorded in MLflow (see :mod:`lightning_bnn.tracking`); ``fit`` also tests
+the final model (``--test_after_fit false`` to skip).
+
+Extra options:
+    --mlflow.tracking_uri URI   store (default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)
+    --mlflow.experiment NAME    experiment (default: the data set's name)
+    --mlflow.run_name NAME      run name
+    --mlflow.enabled false      do not record the run
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_bnn.data import BaseDataModule
+from lightning_bnn.module import BNNModule
+from lightning_bnn.tracking import MlflowRunCallback, flatten_params, make_logger
+
+CHECKPOINT_ROOT = "mlruns/checkpoints"
+
+
+class BNNCLI(LightningCLI):
+    """LightningCLI wired to MLflow, with the data module's shape linked into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for attribute in ("input_shape", "num_outputs", "task", "preprocessing"):
+            parser.link_arguments(f"data.{attribute}", f"model.{attribute}", apply_on="instantiate")
+        parser.add_argument("--mlflow.enabled", type=bool, default=True, help="record the run in MLflow")
+        parser.add_argument("--mlflow.tracking_uri", type=str | None, default=None, help="MLflow tracking URI")
+        parser.add_argument("--mlflow.experiment", type=str | None, default=None, help="experiment name")
+        parser.add_argument("--mlflow.run_name", type=str | None, default=None, help="run name")
+        parser.add_argument("--test_after_fit", type=bool, default=True, help="test the final model after fit")
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        config = self.config.get(str(self.subcommand), self.config)
+        mlflow_cfg = config.get("mlflow") or {}
+        trainer_cfg = config.get("trainer") or {}
+        if mlflow_cfg.get("enabled", True) and trainer_cfg.get("logger") in (None, True):
+            experiment = mlflow_cfg.get("experiment") or getattr(self.datamodule, "name", "lightning_bnn")
+            kwargs["logger"] = make_logger(experiment, mlflow_cfg.get("tracking_uri"), mlflow_cfg.get("run_name"))
+            plain = self._parser(self.subcommand).dump(config, format="yaml", skip_none=False)
+            params = _readable_params(config, self.datamodule)
+            extra = [MlflowRunCallback(config=params, config_yaml=plain)]
+            callbacks = list(trainer_cfg.get("callbacks") or [])
+            kwargs["callbacks"] = [*callbacks, *extra, *self._default_checkpoint(trainer_cfg)]
+        return super().instantiate_trainer(**kwargs)
+
+    @staticmethod
+    def _default_checkpoint(trainer_cfg: dict) -> list[L.Callback]:
+        if trainer_cfg.get("enable_checkpointing") is False:
+            return []
+        return [ModelCheckpoint(monitor="val/nll", mode="min", save_last=True, filename="best-{epoch}")]
+
+    def after_fit(self) -> None:
+        config = self.config.get("fit", self.config)
+        if config.get("test_after_fit", True) and not self.trainer.interrupted:
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=True)
+
+
+def _readable_params(config: Any, datamodule: BaseDataModule | None) -> dict:
+    """The resolved config as readable params: model fields unprefixed, data.* and trainer.* prefixed."""
+    as_dict = config.as_dict() if hasattr(config, "as_dict") else dict(config)
+    model = dict(as_dict.get("model") or {})
+    if isinstance(model.get("init_args"), dict):
+        model = model["init_args"]
+    for linked in ("preprocessing",):
+        model.pop(linked, None)
+    data = dict(as_dict.get("data") or {})
+    data_args = data.get("init_args", data) if isinstance(data.get("init_args"), dict) else data
+    trainer = {
+        k: v for k, v in (as_dict.get("trainer") or {}).items() if isinstance(v, (int, float, str, bool)) or v is None
+    }
+    params = {**flatten_params(model)}
+    params.update(flatten_params(data_args, "data."))
+    params.update(flatten_params(trainer, "trainer."))
+    params["dataset"] = getattr(datamodule, "name", "unknown")
+    params["data.class"] = str(data.get("class_path", type(datamodule).__name__))
+    params["seed"] = str(as_dict.get("seed_everything"))
+    params["batch_size"] = str(data_args.get("batch_size"))
+    return params
+
+
+def main(args: list[str] | None = None) -> BNNCLI:
+    """Run the LightningCLI (``args`` default to the command line)."""
+    return BNNCLI(
+        BNNModule,
+        BaseDataModule,
+        subclass_mode_data=True,
+        save_config_callback=None,
+        seed_everything_default=0,
+        trainer_defaults={"default_root_dir": CHECKPOINT_ROOT, "max_epochs": 10},
+        args=args,
+        auto_configure_optimizers=False,
+    )

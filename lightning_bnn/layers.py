@@ -1,0 +1,342 @@
+"""Bayes-by-Backprop layers: ``BayesLinear`` and ``BayesConv2d``.
+
+Both hold a :class:`~lightning_bnn.posterior.GaussianPosterior` for their weight and
+bias and share every line of sampling, estimator and KL code. They differ only in
+the function they apply (``F.linear`` or ``F.conv2d``) and in how they apply it with a
+different weight per Monte Carlo sample.
+
+**Samples are a dimension.** A layer takes an input of shape ``[S, B, *features]``
+and returns ``[S, B, *out]``: one output per Monte Carlo sample, all drawn in one
+batched computation. An input without the sample dimension (``[B, *features]``)
+is treated as one sample and returned without it, so a layer can stand in for
+``nn.Linear``/``nn.Conv2d``. If the input is the same for every sample (an
+``expand``-ed tensor, as at a network's first layer), the local estimator computes
+the mean and variance once and only draws S noise tensors.
+
+**Estimators** (``estimator=``):
+
+* ``reparameterization``: one weight sample per Monte Carlo sample
+  (Blundell et al. 2015): w_s = mu + sigma * eps_s.
+* ``local``: the local reparameterisation trick (Kingma et al. 2015): sample the
+  pre-activations b ~ N(x mu, x^2 sigma^2) directly; lower variance and no S copies
+  of the weights.
+* ``flipout`` (Wen et al. 2018): one weight perturbation per sample, decorrelated
+  across the batch by random sign flips:
+  y = x mu + ((x * r) (sigma * eps_s)) * s with r, s random signs.
+
+At prediction time all three give the same marginal predictive distribution for
+each input, so ``predict_estimator`` (default ``auto``) picks the fastest one:
+the local trick for small batches, one weight sample per Monte Carlo sample for
+large ones. ``reparameterization`` gives samples of whole functions (coherent
+across the inputs of a batch), and ``mean`` uses the posterior mean weights.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_bnn.posterior import GaussianPosterior, KLMethod, resolve_kl_method
+from lightning_bnn.priors import PriorConfig
+
+#: Above this many inputs per batch, ``auto`` prediction samples weights instead of pre-activations.
+AUTO_WEIGHT_SAMPLING_MIN_BATCH = 16
+
+
+class Estimator(str, Enum):
+    """Gradient estimators used in training."""
+
+    reparameterization = "reparameterization"
+    local = "local"
+    flipout = "flipout"
+
+
+class PredictEstimator(str, Enum):
+    """How a layer samples at prediction time (``eval()`` mode)."""
+
+    auto = "auto"
+    reparameterization = "reparameterization"
+    local = "local"
+    flipout = "flipout"
+    mean = "mean"
+
+
+def parse_enum(enum_cls: type[Enum], value: object, field: str) -> Enum:
+    """Convert ``value`` to ``enum_cls`` or raise a ValueError naming ``field``."""
+    if isinstance(value, enum_cls):
+        return value
+    try:
+        return enum_cls(str(value.value if isinstance(value, Enum) else value))
+    except ValueError:
+        valid = ", ".join(e.value for e in enum_cls)
+        raise ValueError(f"{field} must be one of {valid}; got {value!r}") from None
+
+
+class BayesianModule(nn.Module):
+    """Marker base class: a module that contributes a KL term to the ELBO."""
+
+    def kl(self) -> torch.Tensor:  # pragma: no cover - abstract
+        """KL(q || p) summed over this module's own weights."""
+        raise NotImplementedError
+
+
+def _random_signs(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(shape, device=like.device, dtype=like.dtype).bernoulli_(0.5).mul_(2.0).sub_(1.0)
+
+
+class _BayesLayer(BayesianModule):
+    """Shared machinery; subclasses define ``_op`` and ``_op_per_sample``."""
+
+    #: number of feature dimensions of one input example (1 for linear, 3 for conv2d)
+    feature_dims: int = 1
+
+    def __init__(
+        self,
+        weight_shape: tuple[int, ...],
+        bias_shape: tuple[int, ...] | None,
+        fan_in: int,
+        prior: PriorConfig | None = None,
+        estimator: Estimator | str = Estimator.local,
+        kl: KLMethod | str = KLMethod.auto,
+        mu_init_scale: float = 1.0,
+        rho_init: float = -5.0,
+        num_kl_samples: int = 1,
+    ) -> None:
+        super().__init__()
+        self.prior = prior if prior is not None else PriorConfig()
+        self.estimator = parse_enum(Estimator, estimator, "estimator")
+        self.kl_method = resolve_kl_method(kl, self.prior)
+        if not (isinstance(mu_init_scale, (int, float)) and math.isfinite(mu_init_scale) and mu_init_scale >= 0):
+            raise ValueError(f"mu_init_scale must be a finite number >= 0, got {mu_init_scale!r}")
+        if not (isinstance(rho_init, (int, float)) and math.isfinite(rho_init)):
+            raise ValueError(f"rho_init must be a finite number, got {rho_init!r}")
+        if not isinstance(num_kl_samples, int) or num_kl_samples < 1:
+            raise ValueError(f"num_kl_samples must be an integer >= 1, got {num_kl_samples!r}")
+        self.num_kl_samples = num_kl_samples
+        self.predict_estimator = PredictEstimator.auto
+        bound = mu_init_scale / math.sqrt(fan_in)
+        self.weight = GaussianPosterior(weight_shape, bound, rho_init)
+        self.bias = GaussianPosterior(bias_shape, bound, rho_init) if bias_shape is not None else None
+
+    # -- the two functions a subclass defines -------------------------------------------------
+    def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Apply the layer to x [N, *features] with one weight."""
+        raise NotImplementedError
+
+    def _op_per_sample(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Apply sample s's weight [S, *w] (and bias [S, *b]) to x[s], x [S, B, *features]."""
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------------
+    def _op_folded(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        s, b = x.shape[:2]
+        out = self._op(x.reshape(s * b, *x.shape[2:]), weight, bias)
+        return out.reshape(s, b, *out.shape[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampled output ``[S, B, *out]`` for input ``[S, B, *features]`` (or ``[B, *features]``)."""
+        if x.dim() == self.feature_dims + 1:
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        if x.dim() != self.feature_dims + 2:
+            raise ValueError(
+                f"{type(self).__name__} expects input [S, B, *features] with {self.feature_dims} feature "
+                f"dimension(s), got shape {tuple(x.shape)}"
+            )
+        mode = self._mode(x)
+        if mode is PredictEstimator.mean:
+            bias = self.bias.mu if self.bias is not None else None
+            if x.stride(0) == 0:
+                return self._op(x[0], self.weight.mu, bias).unsqueeze(0).expand(x.shape[0], -1, *([-1] * self.feature_dims))
+            return self._op_folded(x, self.weight.mu, bias)
+        if mode is PredictEstimator.local:
+            return self._local(x)
+        if mode is PredictEstimator.flipout:
+            return self._flipout(x)
+        return self._reparameterization(x)
+
+    def _mode(self, x: torch.Tensor) -> PredictEstimator:
+        if self.training:
+            return PredictEstimator(self.estimator.value)
+        if self.predict_estimator is not PredictEstimator.auto:
+            return self.predict_estimator
+        return (
+            PredictEstimator.reparameterization
+            if x.shape[1] >= AUTO_WEIGHT_SAMPLING_MIN_BATCH
+            else PredictEstimator.local
+        )
+
+    def _local(self, x: torch.Tensor) -> torch.Tensor:
+        """Local reparameterisation: b = x mu + sqrt(x^2 sigma^2) * eps."""
+        shared = x.stride(0) == 0 and x.shape[0] > 1
+        xin = x[0] if shared else x.reshape(-1, *x.shape[2:])
+        w_var = self.weight.sigma.square()
+        bias_mu = bias_var = None
+        if self.bias is not None:
+            bias_mu, bias_var = self.bias.mu, self.bias.sigma.square()
+        mean = self._op(xin, self.weight.mu, bias_mu)
+        var = self._op(xin.square(), w_var, bias_var)
+        std = var.clamp_min(1e-16).sqrt()
+        s = x.shape[0]
+        if shared:
+            noise = torch.randn((s, *mean.shape), device=mean.device, dtype=mean.dtype)
+            return torch.addcmul(mean, std, noise)
+        out = torch.addcmul(mean, std, torch.randn_like(mean))
+        return out.reshape(s, x.shape[1], *out.shape[1:])
+
+    def _reparameterization(self, x: torch.Tensor) -> torch.Tensor:
+        """One weight sample per Monte Carlo sample, shared across the batch."""
+        s = x.shape[0]
+        weight = self.weight.sample(s)
+        bias = self.bias.sample(s) if self.bias is not None else None
+        if s == 1:
+            out = self._op(x[0], weight[0], None if bias is None else bias[0])
+            return out.unsqueeze(0)
+        return self._op_per_sample(x, weight, bias)
+
+    def _flipout(self, x: torch.Tensor) -> torch.Tensor:
+        """Flipout: shared perturbation per sample, sign-flipped per example."""
+        s = x.shape[0]
+        bias = self.bias.sample(s) if self.bias is not None else None
+        mean = self._op_folded(x, self.weight.mu, None)
+        eps = torch.randn((s, *self.weight.mu.shape), device=x.device, dtype=x.dtype)
+        delta = self.weight.sigma * eps
+        sign_in = _random_signs(x.shape, x)
+        perturbation = self._op_per_sample(x * sign_in, delta, None)
+        sign_out = _random_signs(perturbation.shape, perturbation)
+        out = torch.addcmul(mean, perturbation, sign_out)
+        if bias is not None:
+            out = out + bias.reshape(s, 1, bias.shape[1], *([1] * (out.dim() - 3)))
+        return out
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || p) summed over weight and bias (closed form or MC, per ``kl``)."""
+        total = self.weight.kl(self.prior, self.kl_method, self.num_kl_samples)
+        if self.bias is not None:
+            total = total + self.bias.kl(self.prior, self.kl_method, self.num_kl_samples)
+        return total
+
+
+class BayesLinear(_BayesLayer):
+    """Fully connected Bayes-by-Backprop layer, y = x W^T + b with W, b ~ q.
+
+    Args:
+        in_features: size of each input example.
+        out_features: size of each output example.
+        bias: whether to learn a (Bayesian) bias.
+        prior: weight prior configuration (default N(0, 1)).
+        estimator: ``local`` (default), ``reparameterization`` or ``flipout``.
+        kl: ``auto`` (closed form where it exists), ``exact`` or ``mc``.
+        mu_init_scale: mu starts uniform in +-mu_init_scale / sqrt(in_features).
+        rho_init: starting rho; sigma starts at softplus(rho_init).
+        num_kl_samples: Monte Carlo samples for the KL estimate when ``kl`` is ``mc``.
+    """
+
+    feature_dims = 1
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, **kwargs) -> None:
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        super().__init__((out_features, in_features), (out_features,) if bias else None, in_features, **kwargs)
+        self.in_features = in_features
+        self.out_features = out_features
+
+    def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+    def _op_per_sample(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        if bias is None:
+            return torch.matmul(x, weight.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, estimator={self.estimator.value}"
+
+
+class BayesConv2d(_BayesLayer):
+    """2-D convolution with Bayes-by-Backprop weights.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: square kernel size.
+        stride: convolution stride.
+        padding: zero padding.
+        bias: whether to learn a (Bayesian) bias.
+        **kwargs: prior, estimator, kl, mu_init_scale, rho_init, num_kl_samples as in
+            :class:`BayesLinear`.
+    """
+
+    feature_dims = 3
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
+        **kwargs,
+    ) -> None:
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        fan_in = in_channels * kernel_size * kernel_size
+        super().__init__(
+            (out_channels, in_channels, kernel_size, kernel_size),
+            (out_channels,) if bias else None,
+            fan_in,
+            **kwargs,
+        )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
+
+    def _op_per_sample(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        # One grouped convolution: sample s's channels form group s.
+        s, b, c, h, w = x.shape
+        grouped = x.transpose(0, 1).reshape(b, s * c, h, w)
+        out = F.conv2d(
+            grouped,
+            weight.reshape(s * self.out_channels, *weight.shape[2:]),
+            None if bias is None else bias.reshape(-1),
+            stride=self.stride,
+            padding=self.padding,
+            groups=s,
+        )
+        return out.reshape(b, s, self.out_channels, *out.shape[2:]).transpose(0, 1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, estimator={self.estimator.value}"
+        )
+
+
+def total_kl(model: nn.Module) -> torch.Tensor:
+    """Total KL(q || p) of a model: the sum of ``kl()`` over its Bayesian modules."""
+    terms = [m.kl() for m in model.modules() if isinstance(m, BayesianModule)]
+    if not terms:
+        return torch.zeros(())
+    return torch.stack(terms).sum()
+
+
+def set_predict_estimator(model: nn.Module, estimator: PredictEstimator | str) -> None:
+    """Choose how every Bayesian layer of ``model`` samples in ``eval()`` mode."""
+    estimator = parse_enum(PredictEstimator, estimator, "predict_estimator")
+    for m in model.modules():
+        if isinstance(m, _BayesLayer):
+            m.predict_estimator = estimator

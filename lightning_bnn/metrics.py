@@ -1,0 +1,103 @@
+r"""Evaluation metrics over sampled predictions, as torchmetrics (synchronised under DDP).
+
+Classification, from sampled class probabilities p_s [S, B, C] with predictive
+\bar p = mean_s p_s:
+
+* ``acc``: fraction with argmax \bar p = y (torchmetrics ``MulticlassAccuracy``, micro).
+* ``nll``: mean of -log \bar p_y.
+* ``brier``: mean of \sum_c (\bar p_c - [y = c])^2.
+* ``ece``: expected calibration error with 15 equal-width confidence bins,
+  \sum_b (n_b / n) |acc_b - conf_b| (Guo et al. 2017; torchmetrics
+  ``MulticlassCalibrationError``, norm l1).
+* ``entropy``: mean predictive entropy H[\bar p]; ``mi``: mean mutual information
+  (see :mod:`lightning_bnn.predict`).
+
+Regression, from the predictive mixture of N(m_s, s_s^2):
+
+* ``rmse``: sqrt(mean (y - mean_s m_s)^2);
+* ``nll``: mean of -log (1/S) \sum_s N(y; m_s, s_s^2);
+* ``picp95``: fraction of targets inside the central 95% interval mean -+ 1.96 std
+  of the mixture's moments (prediction interval coverage probability);
+* ``width95``: mean width of that interval.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+
+from lightning_bnn.predict import (
+    central_interval,
+    mixture_log_likelihood,
+    mutual_information,
+    predictive_entropy,
+    regression_moments,
+)
+
+ECE_BINS = 15
+
+
+class ClassificationMetrics(nn.Module):
+    """Accuracy, NLL, Brier, ECE, entropy and mutual information of sampled class probabilities."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.acc = MulticlassAccuracy(num_classes, average="micro")
+        self.ece = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
+        self.nll = MeanMetric()
+        self.brier = MeanMetric()
+        self.entropy = MeanMetric()
+        self.mi = MeanMetric()
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        """Accumulate a batch: probs [S, B, C], target [B] class indices."""
+        mean = probs.mean(dim=0)
+        self.acc.update(mean, target)
+        self.ece.update(mean, target)
+        self.nll.update(-torch.log(mean.gather(1, target[:, None]).squeeze(1).clamp_min(1e-12)))
+        onehot = nn.functional.one_hot(target, self.num_classes).to(mean.dtype)
+        self.brier.update((mean - onehot).square().sum(dim=1))
+        self.entropy.update(predictive_entropy(probs))
+        self.mi.update(mutual_information(probs))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Epoch values, keyed acc, nll, brier, ece, entropy, mi."""
+        return {name: getattr(self, name).compute() for name in ("acc", "nll", "brier", "ece", "entropy", "mi")}
+
+    def reset(self) -> None:
+        """Clear accumulated state."""
+        for name in ("acc", "nll", "brier", "ece", "entropy", "mi"):
+            getattr(self, name).reset()
+
+
+class RegressionMetrics(nn.Module):
+    """RMSE, predictive NLL, 95% interval coverage and width of a Gaussian predictive mixture."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rmse = MeanSquaredError(squared=False)
+        self.nll = MeanMetric()
+        self.picp95 = MeanMetric()
+        self.width95 = MeanMetric()
+
+    def update(self, mean: torch.Tensor, std: torch.Tensor, target: torch.Tensor) -> None:
+        """Accumulate a batch: per-sample mean and std [S, B, D], target [B, D]."""
+        target = target.reshape(target.shape[0], -1)
+        moments = regression_moments(mean, std)
+        self.rmse.update(moments["mean"], target)
+        self.nll.update(-mixture_log_likelihood(mean, std, target))
+        low, high = central_interval(moments["mean"], moments["std"], 0.95)
+        self.picp95.update(((target >= low) & (target <= high)).to(mean.dtype))
+        self.width95.update(high - low)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Epoch values, keyed rmse, nll, picp95, width95."""
+        return {name: getattr(self, name).compute() for name in ("rmse", "nll", "picp95", "width95")}
+
+    def reset(self) -> None:
+        """Clear accumulated state."""
+        for name in ("rmse", "nll", "picp95", "width95"):
+            getattr(self, name).reset()

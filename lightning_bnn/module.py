@@ -1,0 +1,348 @@
+"""The LightningModule: Bayes by Backprop (and its baselines) trained on the ELBO.
+
+Training step (Blundell et al. 2015, Algorithm in section 3.2), for minibatch i of M:
+
+    loss_i = NLL_i + kl_scale * pi_i * KL(q || p)
+
+where NLL_i is summed over the minibatch and averaged over ``num_samples_train``
+Monte Carlo samples drawn in one batched forward pass, and pi_i is the named
+``kl_weighting`` schedule (:mod:`lightning_bnn.objectives`). Validation, test and
+prediction draw ``num_samples_eval`` predictive samples.
+
+Logged per epoch: ``train/loss`` (the minibatch objective above), ``train/nll``
+(per example), ``train/kl`` (total KL in nats), ``train/kl_weight``, ``train/lr``,
+``train/epoch_time_s``; ``val/...`` and ``test/...`` as in :mod:`lightning_bnn.metrics`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+
+from lightning_bnn.layers import Estimator, parse_enum, total_kl
+from lightning_bnn.likelihoods import NoiseModel, Task, make_likelihood
+from lightning_bnn.metrics import ClassificationMetrics, RegressionMetrics
+from lightning_bnn.models import Activation, Architecture, LayerType, build_network
+from lightning_bnn.objectives import KLWeighting, kl_weight
+from lightning_bnn.posterior import KLMethod, resolve_kl_method
+from lightning_bnn.predict import (
+    MAX_SAMPLES,
+    check_num_samples,
+    mutual_information,
+    predictive_entropy,
+    regression_moments,
+    sample_outputs,
+)
+from lightning_bnn.priors import PriorConfig
+
+#: most Monte Carlo samples per training step
+MAX_TRAIN_SAMPLES = 1000
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss."""
+
+
+def to_plain(value: Any) -> Any:
+    """Convert enums, dataclasses and tuples to plain JSON values (str, list, dict)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, PriorConfig):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    return value
+
+
+def coerce_prior(prior: PriorConfig | dict | None) -> PriorConfig:
+    """Accept a PriorConfig or its dict form; refuse unknown keys by name."""
+    if prior is None:
+        return PriorConfig()
+    if isinstance(prior, PriorConfig):
+        return prior
+    if isinstance(prior, dict):
+        known = set(PriorConfig.__dataclass_fields__)
+        unknown = sorted(set(prior) - known)
+        if unknown:
+            raise ValueError(f"prior has unknown field(s) {unknown}; known fields: {sorted(known)}")
+        return PriorConfig(**prior)
+    raise ValueError(f"prior must be a mapping of prior fields, got {type(prior).__name__}")
+
+
+def _check_positive_ints(values: Sequence[int], field: str, allow_empty: bool = True) -> list[int]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"{field} must be a list of positive integers, got {values!r}")
+    out = list(values)
+    if not allow_empty and not out:
+        raise ValueError(f"{field} must not be empty")
+    for v in out:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{field} must be a list of positive integers, got {values!r}")
+    return out
+
+
+def _check_number(value: Any, field: str, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bound = f"> {low}" if low_open else f">= {low}"
+        if high != math.inf:
+            bound += f" and <= {high}"
+        raise ValueError(f"{field} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+class BNNModule(L.LightningModule):
+    """Bayes-by-Backprop network (or a deterministic / MC-dropout baseline) with its ELBO.
+
+    Args:
+        input_shape: shape of one input example (linked from the data module).
+        num_outputs: classes, or regression targets (linked from the data module).
+        task: ``classification`` or ``regression`` (linked from the data module).
+        architecture: ``mlp`` or ``cnn``.
+        hidden_sizes: widths of the hidden fully connected layers.
+        conv_channels: channels of the CNN's conv blocks.
+        activation: hidden non-linearity.
+        layer_type: ``bayes`` (Bayes by Backprop), ``deterministic`` or ``mc_dropout``.
+        estimator: ``local``, ``reparameterization`` or ``flipout``.
+        prior: weight prior (``name``: gaussian, scale_mixture, laplace, and its parameters).
+        kl: ``auto``, ``exact`` or ``mc``.
+        mu_init_scale: mu starts uniform in +-mu_init_scale / sqrt(fan_in).
+        rho_init: starting rho; sigma starts at softplus(rho_init).
+        dropout: dropout rate of ``mc_dropout``.
+        num_samples_train: Monte Carlo samples averaged per training step.
+        num_samples_eval: predictive samples for validation, test and predict.
+        kl_weighting: ``uniform``, ``blundell`` or ``anneal``.
+        anneal_epochs: warm-up epochs of ``anneal``.
+        kl_scale: multiplier of the KL term (1.0 is the true ELBO).
+        noise: regression noise model: ``fixed``, ``learned`` or ``heteroscedastic``.
+        noise_std: fixed (or starting) observation noise std, in standardised target units.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay (L2), for the baselines.
+        preprocessing: how raw inputs become model inputs (linked from the data module).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        num_outputs: int = 10,
+        task: Task = Task.classification,
+        architecture: Architecture = Architecture.mlp,
+        hidden_sizes: Sequence[int] = (400, 400),
+        conv_channels: Sequence[int] = (32, 64),
+        activation: Activation = Activation.relu,
+        layer_type: LayerType = LayerType.bayes,
+        estimator: Estimator = Estimator.local,
+        prior: PriorConfig | None = None,
+        kl: KLMethod = KLMethod.auto,
+        mu_init_scale: float = 1.0,
+        rho_init: float = -5.0,
+        dropout: float = 0.1,
+        num_samples_train: int = 1,
+        num_samples_eval: int = 10,
+        kl_weighting: KLWeighting = KLWeighting.uniform,
+        anneal_epochs: int = 1,
+        kl_scale: float = 1.0,
+        noise: NoiseModel = NoiseModel.learned,
+        noise_std: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        preprocessing: dict | None = None,
+    ) -> None:
+        super().__init__()
+        prior = coerce_prior(prior)
+        resolve_kl_method(kl, prior)  # refuses kl='exact' for a prior without closed form
+        hp = {
+            "input_shape": _check_positive_ints(input_shape, "input_shape", allow_empty=False),
+            "num_outputs": int(_check_positive_ints([num_outputs], "num_outputs")[0]),
+            "task": parse_enum(Task, task, "task"),
+            "architecture": parse_enum(Architecture, architecture, "architecture"),
+            "hidden_sizes": _check_positive_ints(hidden_sizes, "hidden_sizes"),
+            "conv_channels": _check_positive_ints(conv_channels, "conv_channels"),
+            "activation": parse_enum(Activation, activation, "activation"),
+            "layer_type": parse_enum(LayerType, layer_type, "layer_type"),
+            "estimator": parse_enum(Estimator, estimator, "estimator"),
+            "prior": prior,
+            "kl": parse_enum(KLMethod, kl, "kl"),
+            "mu_init_scale": _check_number(mu_init_scale, "mu_init_scale", 0.0),
+            "rho_init": _check_number(rho_init, "rho_init", -math.inf),
+            "dropout": _check_number(dropout, "dropout", 0.0, 0.99),
+            "num_samples_train": self._check_samples(num_samples_train, "num_samples_train", MAX_TRAIN_SAMPLES),
+            "num_samples_eval": self._check_samples(num_samples_eval, "num_samples_eval", MAX_SAMPLES),
+            "kl_weighting": parse_enum(KLWeighting, kl_weighting, "kl_weighting"),
+            "anneal_epochs": int(_check_positive_ints([anneal_epochs], "anneal_epochs")[0]),
+            "kl_scale": _check_number(kl_scale, "kl_scale", 0.0),
+            "noise": parse_enum(NoiseModel, noise, "noise"),
+            "noise_std": _check_number(noise_std, "noise_std", 0.0, low_open=True),
+            "lr": _check_number(lr, "lr", 0.0, low_open=True),
+            "weight_decay": _check_number(weight_decay, "weight_decay", 0.0),
+            "preprocessing": dict(preprocessing or {}),
+        }
+        # Hyperparameters are stored as plain JSON values: checkpoints then load with
+        # torch.load(weights_only=True) and the model config JSON needs no pickle.
+        self.save_hyperparameters(to_plain(hp), logger=False)
+        self.likelihood = make_likelihood(hp["task"], hp["num_outputs"], hp["noise"], hp["noise_std"])
+        self.net = build_network(
+            input_shape=tuple(hp["input_shape"]),
+            num_outputs=self.likelihood.network_outputs(),
+            architecture=hp["architecture"],
+            hidden_sizes=tuple(hp["hidden_sizes"]),
+            conv_channels=tuple(hp["conv_channels"]),
+            activation=hp["activation"],
+            layer_type=hp["layer_type"],
+            estimator=hp["estimator"],
+            prior=prior,
+            kl=hp["kl"],
+            mu_init_scale=hp["mu_init_scale"],
+            rho_init=hp["rho_init"],
+            dropout=hp["dropout"],
+        )
+        self.task = hp["task"]
+        if self.task is Task.classification:
+            self.val_metrics = ClassificationMetrics(hp["num_outputs"])
+            self.test_metrics = ClassificationMetrics(hp["num_outputs"])
+        else:
+            self.val_metrics = RegressionMetrics()
+            self.test_metrics = RegressionMetrics()
+        self._epoch_start = 0.0
+
+    @staticmethod
+    def _check_samples(value: Any, field: str, maximum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+            raise ValueError(f"{field} must be an integer between 1 and {maximum}, got {value!r}")
+        return value
+
+    # -- prediction API ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """Raw sampled network outputs [S, B, k] (logits, or regression mean/scale)."""
+        return self.net(x, num_samples)
+
+    def _target_scale(self) -> tuple[float, float]:
+        pre = self.hparams.preprocessing or {}
+        mean = pre.get("target_mean", 0.0)
+        std = pre.get("target_std", 1.0)
+        return mean, std
+
+    def predictive_from_outputs(self, outputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample predictive parameters from raw outputs (targets in original units)."""
+        if self.task is Task.classification:
+            return self.likelihood.predictive(outputs)
+        mean, std = self.likelihood.predictive(outputs)
+        t_mean, t_std = self._target_scale()
+        t_mean = torch.as_tensor(t_mean, dtype=mean.dtype, device=mean.device)
+        t_std = torch.as_tensor(t_std, dtype=mean.dtype, device=mean.device)
+        return mean * t_std + t_mean, std * t_std
+
+    @torch.no_grad()
+    def sample_predictions(
+        self, x: torch.Tensor, num_samples: int | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Sampled predictions for model-space inputs ``x`` [B, *input_shape].
+
+        Returns:
+            Classification: class probabilities [S, B, C]. Regression: per-sample mean
+            and noise std [S, B, D] each, in the target's original units.
+        """
+        s = check_num_samples(num_samples or self.hparams.num_samples_eval)
+        return self.predictive_from_outputs(sample_outputs(self.net, x, s))
+
+    # -- training ------------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        outputs = self.net(x, self.hparams.num_samples_train)
+        nll = self.likelihood.nll(outputs, y)
+        weight = self.hparams.kl_scale * self._kl_weight(batch_idx)
+        if self.hparams.layer_type == LayerType.bayes.value:
+            kl = total_kl(self.net)
+            loss = nll + weight * kl
+        else:
+            kl = torch.zeros((), device=nll.device)
+            loss = nll
+        if not torch.isfinite(loss):
+            raise DivergenceError(
+                f"training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} "
+                f"(nll={nll.item():.4g}, kl={kl.item():.4g}); lower model.lr (now {self.hparams.lr})"
+            )
+        batch_size = x.shape[0]
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/nll", nll / batch_size, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/kl", kl, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/kl_weight", weight, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def _kl_weight(self, batch_idx: int) -> float:
+        trainer = self._trainer
+        num_batches = 1
+        world_size = 1
+        epoch = 0
+        if trainer is not None:
+            n = trainer.num_training_batches
+            num_batches = int(n) if isinstance(n, int) or (isinstance(n, float) and math.isfinite(n)) else 1
+            world_size = trainer.world_size
+            epoch = trainer.current_epoch
+        return kl_weight(
+            self.hparams.kl_weighting,
+            batch_idx,
+            max(num_batches, 1),
+            epoch=epoch,
+            anneal_epochs=self.hparams.anneal_epochs,
+            world_size=world_size,
+        )
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/epoch_time_s", time.perf_counter() - self._epoch_start)
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    # -- evaluation ----------------------------------------------------------------------------------
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: torch.nn.Module) -> None:
+        x, y = batch
+        predictive = self.predictive_from_outputs(self.net(x, self.hparams.num_samples_eval))
+        if self.task is Task.classification:
+            metrics.update(predictive, y)
+        else:
+            t_mean, t_std = self._target_scale()
+            metrics.update(*predictive, y * t_std + t_mean)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    def _log_metrics(self, stage: str, metrics: torch.nn.Module) -> None:
+        values = metrics.compute()
+        metrics.reset()
+        # torchmetrics has already synchronised the values across processes
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False, rank_zero_only=False)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        predictive = self.predictive_from_outputs(self.net(x, self.hparams.num_samples_eval))
+        if self.task is Task.classification:
+            return {
+                "probs": predictive.mean(0),
+                "entropy": predictive_entropy(predictive),
+                "mutual_information": mutual_information(predictive),
+            }
+        return regression_moments(*predictive)

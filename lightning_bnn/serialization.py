@@ -1,0 +1,129 @@
+"""Save and load a trained model as ``weights.safetensors`` + ``model.json``: no pickle anywhere.
+
+``model.json`` holds the format name and version, the class (only names in
+:data:`MODEL_CLASSES` are accepted; nothing is imported by name) and the module's
+hyperparameters as plain JSON. The weights are a flat safetensors file of the
+module's ``state_dict``. Loading validates the JSON, rebuilds the module from its
+hyperparameters, and refuses weights whose keys or shapes do not match it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lightning_bnn.module import BNNModule
+
+FORMAT = "lightning_bnn.model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_FILE = "model.json"
+MAX_CONFIG_BYTES = 1024 * 1024
+MODEL_CLASSES: dict[str, type[BNNModule]] = {"BNNModule": BNNModule}
+
+
+class ModelLoadError(ValueError):
+    """A saved model is missing, corrupted or does not match its configuration."""
+
+
+def model_config(module: BNNModule) -> dict:
+    """The JSON-ready description of ``module`` (class and hyperparameters)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "class": type(module).__name__,
+        "hparams": dict(module.hparams),
+    }
+
+
+def save_model(module: BNNModule, directory: str | Path) -> Path:
+    """Write ``weights.safetensors`` and ``model.json`` for ``module`` into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
+    (directory / CONFIG_FILE).write_text(json.dumps(model_config(module), indent=2, sort_keys=True))
+    return directory
+
+
+def build_from_config(config: object) -> BNNModule:
+    """Rebuild an untrained module from a parsed ``model.json``.
+
+    Raises:
+        ModelLoadError: for a config of another format, an unknown class or bad hyperparameters.
+    """
+    if not isinstance(config, dict):
+        raise ModelLoadError("model.json must hold a JSON object")
+    if config.get("format") != FORMAT:
+        raise ModelLoadError(f"model.json: format must be {FORMAT!r}, got {config.get('format')!r}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"model.json: format_version {config.get('format_version')!r} is not supported "
+            f"(this version of lightning_bnn reads {FORMAT_VERSION})"
+        )
+    unknown = sorted(set(config) - {"format", "format_version", "class", "hparams"})
+    if unknown:
+        raise ModelLoadError(f"model.json: unknown key(s) {unknown}")
+    name = config.get("class")
+    if name not in MODEL_CLASSES:
+        raise ModelLoadError(f"model.json: class {name!r} is not a lightning_bnn model; known: {sorted(MODEL_CLASSES)}")
+    hparams = config.get("hparams")
+    if not isinstance(hparams, dict):
+        raise ModelLoadError("model.json: hparams must be a JSON object")
+    try:
+        return MODEL_CLASSES[name](**hparams)
+    except TypeError as err:
+        raise ModelLoadError(f"model.json: hparams do not fit {name}: {err}") from err
+    except ValueError as err:
+        raise ModelLoadError(f"model.json: invalid hyperparameter: {err}") from err
+
+
+def read_config(path: Path) -> dict:
+    """Parse ``model.json`` with a size limit and clear errors."""
+    if not path.is_file():
+        raise ModelLoadError(f"missing model config {path.name}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelLoadError(f"{path.name} is larger than {MAX_CONFIG_BYTES} bytes; refusing to parse it")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{path.name} is not valid JSON: {err}") from err
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a truncated or foreign file raises :class:`ModelLoadError`."""
+    if not path.is_file():
+        raise ModelLoadError(f"missing weights file {path.name}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelLoadError(f"{path.name} is not a valid safetensors file (truncated or corrupted?): {err}") from err
+
+
+def load_model_dir(directory: str | Path) -> BNNModule:
+    """Load a model saved by :func:`save_model`, in ``eval()`` mode, ready to sample."""
+    directory = Path(directory)
+    module = build_from_config(read_config(directory / CONFIG_FILE))
+    state = load_weights(directory / WEIGHTS_FILE)
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"weights do not match model.json: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            + (" ..." if len(missing) > 5 or len(unexpected) > 5 else "")
+        )
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise ModelLoadError(
+                f"weights do not match model.json: {key} has shape {tuple(tensor.shape)}, "
+                f"the config builds {tuple(expected[key].shape)}"
+            )
+        if not torch.isfinite(tensor).all():
+            raise ModelLoadError(f"weights contain NaN or infinite values in {key}")
+    module.load_state_dict(state, strict=True)
+    return module.eval()
