@@ -218,7 +218,9 @@ class ToyRegressionDataModule(BaseDataModule):
 
     def load(self) -> Splits:
         rng = np.random.default_rng(self.seed)
-        return Splits(*self.sample(self.num_train, rng), *self.sample(self.num_val, rng), *self.sample(self.num_test, rng))
+        return Splits(
+            *self.sample(self.num_train, rng), *self.sample(self.num_val, rng), *self.sample(self.num_test, rng)
+        )
 
 
 class DigitsDataModule(BaseDataModule):

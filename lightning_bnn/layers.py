@@ -34,7 +34,7 @@ across the inputs of a batch), and ``mean`` uses the posterior mean weights.
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import Enum, StrEnum
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ from lightning_bnn.priors import PriorConfig
 AUTO_WEIGHT_SAMPLING_MIN_BATCH = 16
 
 
-class Estimator(str, Enum):
+class Estimator(StrEnum):
     """Gradient estimators used in training."""
 
     reparameterization = "reparameterization"
@@ -55,7 +55,7 @@ class Estimator(str, Enum):
     flipout = "flipout"
 
 
-class PredictEstimator(str, Enum):
+class PredictEstimator(StrEnum):
     """How a layer samples at prediction time (``eval()`` mode)."""
 
     auto = "auto"
@@ -127,9 +127,7 @@ class _BayesLayer(BayesianModule):
         """Apply the layer to x [N, *features] with one weight."""
         raise NotImplementedError
 
-    def _op_per_sample(
-        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _op_per_sample(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Apply sample s's weight [S, *w] (and bias [S, *b]) to x[s], x [S, B, *features]."""
         raise NotImplementedError
 
@@ -152,7 +150,11 @@ class _BayesLayer(BayesianModule):
         if mode is PredictEstimator.mean:
             bias = self.bias.mu if self.bias is not None else None
             if x.stride(0) == 0:
-                return self._op(x[0], self.weight.mu, bias).unsqueeze(0).expand(x.shape[0], -1, *([-1] * self.feature_dims))
+                return (
+                    self._op(x[0], self.weight.mu, bias)
+                    .unsqueeze(0)
+                    .expand(x.shape[0], -1, *([-1] * self.feature_dims))
+                )
             return self._op_folded(x, self.weight.mu, bias)
         if mode is PredictEstimator.local:
             return self._local(x)
@@ -250,9 +252,7 @@ class BayesLinear(_BayesLayer):
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return F.linear(x, weight, bias)
 
-    def _op_per_sample(
-        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _op_per_sample(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if bias is None:
             return torch.matmul(x, weight.transpose(1, 2))
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
@@ -303,9 +303,7 @@ class BayesConv2d(_BayesLayer):
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
-    def _op_per_sample(
-        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _op_per_sample(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         # One grouped convolution: sample s's channels form group s.
         s, b, c, h, w = x.shape
         grouped = x.transpose(0, 1).reshape(b, s * c, h, w)

@@ -7,7 +7,7 @@ log-likelihood (for the ELBO) and to per-sample predictive parameters (for predi
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
@@ -17,14 +17,14 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _MIN_STD = 1e-4
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     """What the model predicts."""
 
     classification = "classification"
     regression = "regression"
 
 
-class NoiseModel(str, Enum):
+class NoiseModel(StrEnum):
     """Observation noise of the Gaussian likelihood.
 
     ``fixed``: sigma_y = ``noise_std``; ``learned``: one learned sigma_y per target

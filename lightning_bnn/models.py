@@ -8,7 +8,7 @@ and MC dropout (Gal & Ghahramani 2016; dropout kept on at prediction).
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import torch
 from torch import nn
@@ -18,14 +18,14 @@ from lightning_bnn.posterior import KLMethod
 from lightning_bnn.priors import PriorConfig
 
 
-class Architecture(str, Enum):
+class Architecture(StrEnum):
     """Network families."""
 
     mlp = "mlp"
     cnn = "cnn"
 
 
-class LayerType(str, Enum):
+class LayerType(StrEnum):
     """``bayes``: Bayes by Backprop; ``deterministic``: point estimate; ``mc_dropout``: MC dropout."""
 
     bayes = "bayes"
@@ -33,7 +33,7 @@ class LayerType(str, Enum):
     mc_dropout = "mc_dropout"
 
 
-class Activation(str, Enum):
+class Activation(StrEnum):
     """Hidden-layer non-linearities."""
 
     relu = "relu"

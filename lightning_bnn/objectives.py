@@ -24,10 +24,10 @@ a one-process run and one epoch still sums to the whole ELBO (up to that factor)
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 
 
-class KLWeighting(str, Enum):
+class KLWeighting(StrEnum):
     """Named KL weighting schedules."""
 
     uniform = "uniform"

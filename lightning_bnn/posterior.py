@@ -9,7 +9,7 @@ apply (see :mod:`lightning_bnn.layers`).
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from lightning_bnn.priors import PriorConfig, PriorName, make_prior
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-class KLMethod(str, Enum):
+class KLMethod(StrEnum):
     """How KL(q || p) is computed.
 
     ``exact`` uses a closed form (Gaussian and Laplace priors), ``mc`` a Monte Carlo
@@ -46,14 +46,12 @@ def resolve_kl_method(method: KLMethod | str, prior: PriorConfig) -> KLMethod:
     if method is KLMethod.auto:
         return KLMethod.exact if prior.has_closed_form_kl else KLMethod.mc
     if method is KLMethod.exact and not prior.has_closed_form_kl:
-        raise ValueError(
-            f"kl='exact' has no closed form for prior.name={prior.name.value!r}; use kl='mc' or 'auto'"
-        )
+        raise ValueError(f"kl='exact' has no closed form for prior.name={prior.name.value!r}; use kl='mc' or 'auto'")
     return method
 
 
 def sigma_from_rho(rho: torch.Tensor) -> torch.Tensor:
-    """sigma = log(1 + exp(rho)), computed stably (softplus)."""
+    """Sigma = log(1 + exp(rho)), computed stably (softplus)."""
     return F.softplus(rho)
 
 

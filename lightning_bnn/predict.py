@@ -36,7 +36,9 @@ def check_num_samples(num_samples: object, field: str = "num_samples") -> int:
 
 
 @torch.no_grad()
-def sample_outputs(network: nn.Module, x: torch.Tensor, num_samples: int, chunk_size: int | None = None) -> torch.Tensor:
+def sample_outputs(
+    network: nn.Module, x: torch.Tensor, num_samples: int, chunk_size: int | None = None
+) -> torch.Tensor:
     """Draw ``num_samples`` outputs of ``network`` for inputs ``x``: ``[S, B, k]``.
 
     Samples are drawn in a few batched calls (chunks over S) so that memory stays
@@ -105,6 +107,6 @@ def central_interval(mean: torch.Tensor, std: torch.Tensor, level: float = 0.95)
 
 
 def mixture_log_likelihood(mean: torch.Tensor, std: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    r"""log p(y | x) = log \frac1S \sum_s N(y; m_s, s_s^2) summed over D; inputs [S, B, D], target [B, D]."""
+    r"""Log p(y | x) = log \frac1S \sum_s N(y; m_s, s_s^2) summed over D; inputs [S, B, D], target [B, D]."""
     log_n = -torch.log(std) - 0.5 * math.log(2 * math.pi) - 0.5 * ((target.unsqueeze(0) - mean) / std).square()
-    return (torch.logsumexp(log_n.sum(dim=-1), dim=0) - math.log(mean.shape[0]))
+    return torch.logsumexp(log_n.sum(dim=-1), dim=0) - math.log(mean.shape[0])

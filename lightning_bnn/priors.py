@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 
 import torch
 from torch import distributions as D
 
 
-class PriorName(str, Enum):
+class PriorName(StrEnum):
     """Names of the supported prior families."""
 
     gaussian = "gaussian"

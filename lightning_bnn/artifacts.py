@@ -1,0 +1,41 @@
+"""The fixed artifact layout of a lightning_bnn MLflow run (read by the dashboard and ``load_model``).
+
+Paths are relative to the run's artifact root::
+
+    config.yaml                          resolved LightningCLI config (YAML)
+    model/weights.safetensors            final weights (safetensors, no pickle)
+    model/model.json                     {"format", "format_version", "class", "hparams"}
+    checkpoints/best.ckpt                best Lightning checkpoint by val/nll
+    posterior/summary.json               per-layer histograms of mu, sigma and log10 SNR (schema below)
+    posterior/posterior.html             the same as a plotly chart
+    evaluation/reliability.json          classification: reliability diagram on the test set
+    evaluation/reliability.html
+    evaluation/predictive_band.json      regression: predictive mean and 95% band on the test inputs
+    evaluation/predictive_band.html
+    data/train_sample.csv                regression: up to 2,000 training points (for the dashboard's fan chart)
+
+JSON schemas:
+
+* ``posterior/summary.json``: ``{"layers": [{"name": str, "kind": str, "num_weights": int,
+  "mu": HIST, "sigma": HIST, "log10_snr": HIST}], "all": {"log10_snr": HIST}}`` with
+  ``HIST = {"edges": [float] (n+1), "counts": [int] (n)}`` and SNR = |mu| / sigma.
+* ``evaluation/reliability.json``: ``{"num_bins": 15, "ece": float, "bins": [{"lower": float,
+  "upper": float, "confidence": float|null, "accuracy": float|null, "count": int}]}``.
+* ``evaluation/predictive_band.json``: ``{"feature": str, "x": [float], "target": [float],
+  "mean": [float], "lower": [float], "upper": [float], "train_range": [float, float] | null}``,
+  sorted by x (for multi-feature data x is the first feature).
+"""
+
+CONFIG = "config.yaml"
+MODEL_DIR = "model"
+WEIGHTS = "model/weights.safetensors"
+MODEL_CONFIG = "model/model.json"
+CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "checkpoints/best.ckpt"
+POSTERIOR_SUMMARY = "posterior/summary.json"
+POSTERIOR_CHART = "posterior/posterior.html"
+RELIABILITY = "evaluation/reliability.json"
+RELIABILITY_CHART = "evaluation/reliability.html"
+PREDICTIVE_BAND = "evaluation/predictive_band.json"
+PREDICTIVE_BAND_CHART = "evaluation/predictive_band.html"
+TRAIN_SAMPLE = "data/train_sample.csv"

@@ -1,0 +1,72 @@
+"""Shared fixtures: temporary MLflow stores and small real training runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "lightning_bnn" / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_tracking_uri(monkeypatch):
+    """Tests never write to a store named by the environment."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    """A fresh SQLite MLflow store in a temp folder."""
+    (tmp_path / "mlruns").mkdir()
+    return f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+
+
+def fit_args(config: str | Path, uri: str, *extra: str) -> list[str]:
+    """LightningCLI arguments for a quiet ``fit`` into the store ``uri``."""
+    return [
+        "fit",
+        "--config",
+        str(config),
+        "--mlflow.tracking_uri",
+        uri,
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        *extra,
+    ]
+
+
+def train(config: str | Path, uri: str, *extra: str):
+    """Train in-process through the real CLI; returns the finished LightningCLI."""
+    from lightning_bnn.cli import main
+
+    cwd = os.getcwd()
+    os.chdir(Path(uri[len("sqlite:///") :]).parent.parent if uri.startswith("sqlite:///") else cwd)
+    try:
+        return main(fit_args(config, uri, *extra))
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> tuple[str, str]:
+    """(tracking_uri, run_id) of one small real digits run, shared by the session (read-only!)."""
+    root = tmp_path_factory.mktemp("digits_store")
+    (root / "mlruns").mkdir()
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    cli = train(CONFIGS / "digits.yaml", uri, "--trainer.max_epochs", "3", "--model.hidden_sizes", "[32]")
+    return uri, cli.trainer.logger.run_id
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory) -> tuple[str, str]:
+    """(tracking_uri, run_id) of one small real toy-regression run, shared by the session (read-only!)."""
+    root = tmp_path_factory.mktemp("toy_store")
+    (root / "mlruns").mkdir()
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    cli = train(CONFIGS / "toy_regression.yaml", uri, "--trainer.max_epochs", "5", "--model.hidden_sizes", "[16]")
+    return uri, cli.trainer.logger.run_id
