@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_bnn.data import BaseDataModule
 from lightning_bnn.module import BNNModule
+from lightning_bnn.ood import OODCallback
 from lightning_bnn.tracking import MlflowRunCallback, flatten_params, make_logger
 
 CHECKPOINT_ROOT = "mlruns/checkpoints"
@@ -47,7 +48,7 @@ class BNNCLI(LightningCLI):
             kwargs["logger"] = make_logger(experiment, mlflow_cfg.get("tracking_uri"), mlflow_cfg.get("run_name"))
             plain = self._parser(self.subcommand).dump(config, format="yaml", skip_none=False)
             params = _readable_params(config, self.datamodule)
-            extra = [MlflowRunCallback(config=params, config_yaml=plain)]
+            extra = [MlflowRunCallback(config=params, config_yaml=plain), OODCallback()]
             callbacks = list(trainer_cfg.get("callbacks") or [])
             kwargs["callbacks"] = [*callbacks, *extra, *self._default_checkpoint(trainer_cfg)]
         return super().instantiate_trainer(**kwargs)
