@@ -18,6 +18,7 @@ from typing import Any
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import MLFlowLogger
 
 from lightning_bnn.data import BaseDataModule
 from lightning_bnn.module import BNNModule
@@ -39,6 +40,14 @@ class BNNCLI(LightningCLI):
         parser.add_argument("--mlflow.run_name", type=str | None, default=None, help="run name")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="test the final model after fit")
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            # A bad config value (refused by a constructor): exit with the message, which names
+            # the field, as for a parse error, instead of a traceback.
+            self.parser.error(f"invalid configuration: {err}", ex=err)
+
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         config = self.config.get(str(self.subcommand), self.config)
         mlflow_cfg = config.get("mlflow") or {}
@@ -51,7 +60,11 @@ class BNNCLI(LightningCLI):
             extra = [MlflowRunCallback(config=params, config_yaml=plain), OODCallback()]
             callbacks = list(trainer_cfg.get("callbacks") or [])
             kwargs["callbacks"] = [*callbacks, *extra, *self._default_checkpoint(trainer_cfg)]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.fast_dev_run and isinstance(kwargs.get("logger"), MLFlowLogger):
+            # fast_dev_run swaps every logger for a DummyLogger; a run is still recorded in MLflow.
+            trainer.loggers = [kwargs["logger"]]
+        return trainer
 
     @staticmethod
     def _default_checkpoint(trainer_cfg: dict) -> list[L.Callback]:

@@ -1,0 +1,234 @@
+"""Bayesian layers: shapes for every layer x estimator x prior, estimator equivalence, KL, initialisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import distributions as D
+from torch import nn
+
+import lightning_bnn
+from lightning_bnn.layers import BayesConv2d, BayesLinear, Estimator, PredictEstimator, set_predict_estimator, total_kl
+from lightning_bnn.priors import PriorConfig
+
+PRIORS = {
+    "gaussian": PriorConfig(name="gaussian", sigma=0.5),
+    "scale_mixture": PriorConfig(name="scale_mixture"),
+    "laplace": PriorConfig(name="laplace", scale=0.5),
+}
+ESTIMATORS = [e.value for e in Estimator]
+S, B = 3, 4
+
+
+def _linear(**kwargs) -> BayesLinear:
+    return BayesLinear(5, 2, **kwargs)
+
+
+def _conv(**kwargs) -> BayesConv2d:
+    return BayesConv2d(2, 3, 3, stride=2, padding=1, **kwargs)
+
+
+LAYERS = {
+    "linear": (_linear, (5,), (2,)),
+    "conv": (_conv, (2, 7, 7), (3, 4, 4)),
+}
+
+
+@pytest.fixture
+def rng():
+    """Every test here draws from a forked, seeded global RNG (the layers use the global generator)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        yield
+
+
+def test_layers_importable_from_package():
+    assert lightning_bnn.BayesLinear is BayesLinear
+    assert lightning_bnn.BayesConv2d is BayesConv2d
+    assert issubclass(BayesLinear, lightning_bnn.BayesianModule)
+
+
+# -- shapes -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("kind", LAYERS)
+def test_shapes_every_layer_estimator_prior(rng, kind, estimator, prior):
+    make, in_shape, out_shape = LAYERS[kind]
+    layer = make(prior=PRIORS[prior], estimator=estimator)
+    layer.train()
+    x = torch.randn(S, B, *in_shape)
+    out = layer(x)
+    assert out.shape == (S, B, *out_shape)
+    assert torch.isfinite(out).all()
+    # without the sample dimension: one sample, returned without it
+    assert layer(x[0]).shape == (B, *out_shape)
+    # the same input for every sample (an expanded view, as at a network's first layer)
+    shared = x[0].unsqueeze(0).expand(S, *x.shape[1:])
+    out_shared = layer(shared)
+    assert out_shared.shape == (S, B, *out_shape)
+    assert not torch.equal(out_shared[0], out_shared[1])  # still S different samples
+    kl = layer.kl()
+    assert kl.shape == () and torch.isfinite(kl) and kl > 0
+    (out.sum() + kl).backward()
+    for p in layer.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("predict_estimator", [e.value for e in PredictEstimator])
+@pytest.mark.parametrize("kind", LAYERS)
+def test_shapes_in_eval_mode(rng, kind, predict_estimator):
+    make, in_shape, out_shape = LAYERS[kind]
+    layer = make()
+    set_predict_estimator(layer, predict_estimator)
+    layer.eval()
+    for batch in (B, 20):  # 'auto' switches estimator at 16 inputs
+        x = torch.randn(S, batch, *in_shape)
+        assert layer(x).shape == (S, batch, *out_shape)
+        assert layer(x[0].unsqueeze(0).expand(S, *x.shape[1:])).shape == (S, batch, *out_shape)
+        assert layer(x[0]).shape == (batch, *out_shape)
+    if predict_estimator == "mean":
+        x = torch.randn(S, B, *in_shape)
+        out = layer(x)
+        bias = layer.bias.mu
+        expected = layer._op(x.reshape(S * B, *in_shape), layer.weight.mu, bias).reshape(out.shape)
+        torch.testing.assert_close(out, expected)
+
+
+def test_bad_input_shape_is_refused():
+    with pytest.raises(ValueError, match=r"BayesLinear expects input \[S, B, \*features\].*got shape \(5,\)"):
+        _linear()(torch.randn(5))
+    with pytest.raises(ValueError, match="BayesConv2d expects"):
+        _conv()(torch.randn(2, 7, 7))
+
+
+def test_layer_without_bias():
+    layer = BayesLinear(5, 2, bias=False)
+    assert layer.bias is None
+    assert layer(torch.randn(S, B, 5)).shape == (S, B, 2)
+    expected = D.kl_divergence(D.Normal(layer.weight.mu, layer.weight.sigma), D.Normal(0.0, 1.0)).sum()
+    torch.testing.assert_close(layer.kl(), expected)
+
+
+# -- estimators agree on the predictive distribution of pre-activations --------------------------------------
+
+
+def _linear_moments(layer: BayesLinear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = F.linear(x, layer.weight.mu, layer.bias.mu)
+    var = F.linear(x.square(), layer.weight.sigma.square(), layer.bias.sigma.square())
+    return mean, var
+
+
+def _conv_moments(layer: BayesConv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    kw = dict(stride=layer.stride, padding=layer.padding)
+    mean = F.conv2d(x, layer.weight.mu, layer.bias.mu, **kw)
+    var = F.conv2d(x.square(), layer.weight.sigma.square(), layer.bias.sigma.square(), **kw)
+    return mean, var
+
+
+MODES = [f"train:{e}" for e in ESTIMATORS] + [f"eval:{e}" for e in ("reparameterization", "local", "flipout")]
+MODES.append("shared:local")  # an expanded (stride-0) input: the local trick computes the moments once
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_estimators_give_the_same_predictive_moments(kind, mode):
+    """Every estimator samples pre-activations b with E[b] = x mu + mu_b and Var[b] = x^2 sigma^2 + sigma_b^2.
+
+    S = 20,000 samples, seed 0 (fork_rng). Tolerances: the sample mean within 5 standard errors
+    sqrt(Var / S) of the exact mean; the sample variance within 5 standard errors
+    (sqrt(2 / S) ~ 1% relative for a Gaussian) of the exact variance, element by element.
+    """
+    num = 20_000
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        if kind == "linear":
+            layer = BayesLinear(6, 3, rho_init=-1.0, mu_init_scale=2.0)
+            x = torch.randn(4, 6)
+            mean, var = _linear_moments(layer, x)
+        else:
+            layer = BayesConv2d(2, 2, 3, padding=1, rho_init=-1.0, mu_init_scale=2.0)
+            x = torch.randn(2, 2, 4, 4)
+            mean, var = _conv_moments(layer, x)
+        stage, estimator = mode.split(":")
+        if stage in ("train", "shared"):
+            layer.estimator = Estimator(estimator)
+            layer.train()
+        else:
+            set_predict_estimator(layer, estimator)
+            layer.eval()
+        with torch.no_grad():
+            inputs = x.unsqueeze(0).expand(num, *x.shape)
+            samples = layer(inputs if stage == "shared" else inputs.contiguous())
+    mean, var = mean.detach(), var.detach()
+    assert samples.shape == (num, *mean.shape)
+    assert ((samples.mean(0) - mean).abs() <= 5 * (var / num).sqrt()).all()
+    assert ((samples.var(0) - var).abs() <= 5 * math.sqrt(2 / num) * var).all()
+
+
+def test_reparameterization_samples_whole_functions(rng):
+    """One weight sample per Monte Carlo sample: equal inputs in a batch get equal outputs; local does not."""
+    x = torch.randn(1, 5).expand(S, 2, 5).contiguous()  # two identical inputs per sample
+    coherent = _linear(estimator="reparameterization")(x)
+    torch.testing.assert_close(coherent[:, 0], coherent[:, 1])
+    independent = _linear(estimator="local")(x)
+    assert not torch.allclose(independent[:, 0], independent[:, 1])
+
+
+# -- KL and initialisation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_layer_kl_sums_weight_and_bias(kind):
+    make, _, _ = LAYERS[kind]
+    layer = make(prior=PriorConfig(name="gaussian", sigma=0.7))
+    prior = D.Normal(0.0, 0.7)
+    expected = sum(
+        D.kl_divergence(D.Normal(p.mu, p.sigma), prior).sum() for p in (layer.weight, layer.bias) if p is not None
+    )
+    torch.testing.assert_close(layer.kl(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_total_kl_walks_the_modules():
+    a, b = _linear(), _conv()
+    model = nn.Sequential(a, nn.ReLU(), nn.Sequential(b, nn.Linear(3, 3)))
+    torch.testing.assert_close(total_kl(model), a.kl() + b.kl())
+    assert total_kl(nn.Linear(2, 2)).item() == 0.0
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_initialisation_is_configurable(kind):
+    make, _, _ = LAYERS[kind]
+    layer = make(mu_init_scale=0.5, rho_init=-3.0)
+    fan_in = 5 if kind == "linear" else 2 * 3 * 3
+    assert layer.weight.mu.abs().max() <= 0.5 / math.sqrt(fan_in)
+    assert layer.weight.mu.abs().max() > 0
+    torch.testing.assert_close(layer.weight.sigma, torch.full_like(layer.weight.mu, math.log1p(math.exp(-3.0))))
+    zero = make(mu_init_scale=0.0)
+    assert zero.weight.mu.abs().max() == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"estimator": "magic"}, "estimator must be one of reparameterization, local, flipout; got 'magic'"),
+        ({"mu_init_scale": -1.0}, "mu_init_scale must be a finite number >= 0, got -1.0"),
+        ({"rho_init": math.nan}, "rho_init must be a finite number, got nan"),
+        ({"num_kl_samples": 0}, "num_kl_samples must be an integer >= 1, got 0"),
+        ({"kl": "exact", "prior": PriorConfig(name="scale_mixture")}, "kl='exact' has no closed form"),
+    ],
+)
+def test_bad_layer_arguments_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _linear(**kwargs)
+
+
+def test_bad_layer_sizes_name_the_field():
+    with pytest.raises(ValueError, match="out_features must be a positive integer, got 0"):
+        BayesLinear(3, 0)
+    with pytest.raises(ValueError, match="kernel_size must be a positive integer, got 0"):
+        BayesConv2d(1, 2, 0)

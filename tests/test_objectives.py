@@ -1,0 +1,107 @@
+"""KL weighting schedules and the ELBO's explicit scaling (Blundell et al. 2015, section 3.4)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+
+from lightning_bnn.layers import total_kl
+from lightning_bnn.module import BNNModule
+from lightning_bnn.objectives import KLWeighting, kl_weight
+
+
+def _epoch(schedule: str, m: int, **kwargs) -> list[float]:
+    return [kl_weight(schedule, i, m, **kwargs) for i in range(m)]
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 7, 64, 1000, 10**5])
+@pytest.mark.parametrize("schedule", ["uniform", "blundell"])
+def test_schedule_sums_to_one_over_an_epoch(schedule, m):
+    weights = _epoch(schedule, m)
+    assert all(math.isfinite(w) and w >= 0 for w in weights)
+    assert math.fsum(weights) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_uniform_is_one_over_m():
+    assert _epoch("uniform", 4) == [0.25] * 4
+
+
+@pytest.mark.parametrize("m", [1, 2, 5, 10, 40])
+def test_blundell_matches_the_papers_formula(m):
+    """pi_i = 2^(M-i) / (2^M - 1), i = 1..M, computed exactly with fractions."""
+    exact = [Fraction(2 ** (m - i), 2**m - 1) for i in range(1, m + 1)]
+    for got, want in zip(_epoch("blundell", m), exact, strict=True):
+        assert got == pytest.approx(float(want), rel=1e-14)
+
+
+def test_blundell_never_overflows_for_large_m():
+    m = 10**5
+    weights = _epoch("blundell", m)
+    assert weights[0] == pytest.approx(0.5)  # 2^(M-1) / (2^M - 1) -> 1/2
+    assert weights[1] == pytest.approx(0.25)
+    assert all(a >= b for a, b in zip(weights, weights[1:], strict=False))  # decreasing
+    assert weights[-1] == 0.0  # 2^-100000 underflows to 0, never inf or NaN
+    # an index past the end (a last, partial batch counted twice) stays finite
+    assert math.isfinite(kl_weight("blundell", m + 5, m))
+
+
+def test_anneal_warms_up_then_sums_to_one():
+    m, warmup = 10, 3
+    sums = [math.fsum(_epoch("anneal", m, epoch=e, anneal_epochs=warmup)) for e in range(6)]
+    assert sums[0] < sums[1] < sums[2] < 1.0  # epochs 0..N-1 warm up
+    assert sums[0] < 1 / 3
+    assert kl_weight("anneal", m - 1, m, epoch=warmup - 1, anneal_epochs=warmup) == pytest.approx(1 / m)
+    for s in sums[warmup:]:  # warm after N epochs
+        assert s == pytest.approx(1.0, rel=1e-12)
+    weights = [kl_weight("anneal", i, m, epoch=0, anneal_epochs=warmup) for i in range(m)]
+    assert weights == sorted(weights)  # linear warm-up, increasing within the epoch
+
+
+@pytest.mark.parametrize("schedule", ["uniform", "blundell", "anneal"])
+@pytest.mark.parametrize("world_size", [1, 2, 4])
+def test_world_size_divides_the_weight(schedule, world_size):
+    m = 9
+    total = math.fsum(_epoch(schedule, m, epoch=5, world_size=world_size))
+    assert total == pytest.approx(1.0 / world_size, rel=1e-12)
+
+
+def test_bad_schedule_arguments():
+    with pytest.raises(ValueError, match="num_batches must be >= 1, got 0"):
+        kl_weight("uniform", 0, 0)
+    with pytest.raises(ValueError, match="'cosine' is not a valid KLWeighting"):
+        kl_weight("cosine", 0, 1)
+    assert {k.value for k in KLWeighting} == {"uniform", "blundell", "anneal"}
+
+
+@pytest.mark.parametrize("kl_scale", [1.0, 0.1])
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_training_loss_is_nll_sum_plus_weighted_kl(task, kl_scale):
+    """loss_i = NLL summed over the minibatch (mean over S samples) + kl_scale * pi_i * KL."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        outputs = 3 if task == "classification" else 1
+        module = BNNModule(
+            input_shape=[4],
+            num_outputs=outputs,
+            task=task,
+            hidden_sizes=[8],
+            num_samples_train=5,
+            kl_scale=kl_scale,
+            noise="fixed",
+            noise_std=0.5,
+        )
+        x = torch.randn(6, 4)
+        y = torch.randint(0, 3, (6,)) if task == "classification" else torch.randn(6, 1)
+        state = torch.get_rng_state()
+        loss = module.training_step((x, y), 0)  # no trainer: one batch per epoch, pi_1 = 1
+        torch.set_rng_state(state)
+        out = module.net(x, 5)
+    if task == "classification":
+        nll = torch.nn.functional.cross_entropy(out.reshape(-1, 3), y.repeat(5), reduction="sum") / 5
+    else:
+        nll = -torch.distributions.Normal(out, 0.5).log_prob(y.unsqueeze(0)).sum() / 5
+    expected = nll + kl_scale * total_kl(module.net)
+    torch.testing.assert_close(loss, expected)
