@@ -1,0 +1,396 @@
+r"""Pruning by signal-to-noise ratio (Blundell et al. 2015, section 5.1, Table 2 and Figure 6).
+
+::
+
+    python -m lightning_bnn prune RUN_ID --fractions 0 0.5 0.75 0.95 0.98 [--tracking-uri URI] [--save-dir DIR]
+
+Every weight of a Bayes-by-Backprop network has a posterior N(mu, sigma^2); its
+signal-to-noise ratio is
+
+.. math:: \mathrm{SNR}(w) = \frac{|\mu|}{\sigma}, \qquad \sigma = \log(1 + e^{\rho}).
+
+The weights are ranked by SNR across **all** Bayesian layers together (one global
+threshold, as in the paper), and for each fraction f the ``round(f * N)`` weights with
+the lowest SNR are removed: their mean is set to 0 (and their sigma to ~0, so that a
+sampled network drops them too). The pruned network is evaluated with the posterior
+mean weights (:func:`~lightning_bnn.layers.set_predict_estimator` ``"mean"``) on the
+run's own test set, rebuilt from its ``config.yaml``: test error for classification,
+RMSE for regression. Only the weight matrices and conv kernels are pruned; biases
+(and a learned noise std) are kept, like the paper's weight counts.
+
+The results go to a child run of RUN_ID (tag ``mlflow.parentRunId``) in its experiment:
+
+* metrics ``prune/test_error`` (or ``prune/test_rmse``) and ``prune/weights_left`` with
+  step = the fraction removed in per mille (0, 500, 750, 950, 980);
+* ``pruning/table.json`` (MLflow table: fraction, weights_left, test_error, file_bytes)
+  and ``pruning/table.md``;
+* ``pruning/snr.json`` (the SNR density and CDF in dB, 10 log10 SNR, as the paper's
+  Figure 6; schema in :func:`snr_record`) and ``pruning/snr.html`` (plotly).
+
+**Pruned weights file** (``--save-dir``): ``pruned-<percent>.safetensors`` beside the
+run's ``model.json``. For each pruned weight tensor ``K`` (e.g. ``net.layers.1.weight``)
+it holds only the surviving entries: ``K.indices`` (int32 positions in the flattened
+tensor, ascending), ``K.mu`` and ``K.rho`` (their posterior parameters); every other
+tensor of the state dict is stored whole. The metadata holds the format name, the
+fraction and the dense shapes. At 12 bytes per surviving weight instead of 8 per weight,
+the file is smaller once more than a third is removed (about 13x at 95%).
+:func:`load_pruned` rebuilds the dense module (removed entries: mu = 0, rho =
+:data:`PRUNED_RHO`). The table reports each file's size whether or not it is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lightning_bnn.layers import BayesianModule, set_predict_estimator
+
+PRUNED_FORMAT = "lightning_bnn.pruned"
+PRUNED_FORMAT_VERSION = "1"
+#: rho of a removed weight: sigma = softplus(-30) ~ 1e-13, i.e. effectively 0
+PRUNED_RHO = -30.0
+TABLE = "pruning/table.json"
+TABLE_MD = "pruning/table.md"
+SNR_RECORD = "pruning/snr.json"
+SNR_CHART = "pruning/snr.html"
+SNR_BINS = 100
+
+#: data modules a run's config.yaml may name (nothing else is imported by name)
+DATA_MODULES = {
+    "lightning_bnn.data.DigitsDataModule": ("lightning_bnn.data", "DigitsDataModule"),
+    "lightning_bnn.data.ToyRegressionDataModule": ("lightning_bnn.data", "ToyRegressionDataModule"),
+    "lightning_bnn.idx.FashionMNISTDataModule": ("lightning_bnn.idx", "FashionMNISTDataModule"),
+    "lightning_bnn.idx.MNISTDataModule": ("lightning_bnn.idx", "MNISTDataModule"),
+    "lightning_bnn.tabular.CSVDataModule": ("lightning_bnn.tabular", "CSVDataModule"),
+}
+
+
+class PruneError(ValueError):
+    """A run cannot be pruned (no Bayesian weights, bad fraction, unknown data)."""
+
+
+# -- SNR and masks (pure) -------------------------------------------------------------------------------
+def weight_snr(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """SNR |mu| / sigma of every Bayesian weight tensor, keyed by its state-dict prefix.
+
+    Keys look like ``net.layers.1.weight`` (the posterior's ``mu``/``rho`` are
+    ``<key>.mu``/``<key>.rho`` in the state dict). Biases are not included.
+    """
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, BayesianModule) and hasattr(module, "weight"):
+            posterior = module.weight
+            with torch.no_grad():
+                out[f"{name}.weight" if name else "weight"] = posterior.mu.abs() / posterior.sigma
+    return out
+
+
+def check_fraction(fraction: object) -> float:
+    """Validate a fraction to remove, in [0, 1]."""
+    ok = isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and math.isfinite(fraction)
+    if not ok or not 0.0 <= fraction <= 1.0:
+        raise PruneError(f"fractions must lie in [0, 1], got {fraction!r}")
+    return float(fraction)
+
+
+def prune_masks(snr: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
+    """Boolean keep-masks removing the ``round(fraction * N)`` lowest-SNR weights of all tensors together.
+
+    Ties are broken by position (stable sort), so exactly ``N - round(fraction * N)``
+    weights are kept.
+    """
+    fraction = check_fraction(fraction)
+    if not snr:
+        raise PruneError("no Bayesian weights to prune")
+    flat = torch.cat([v.reshape(-1) for v in snr.values()])
+    n_remove = int(round(fraction * flat.numel()))
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    if n_remove:
+        keep[torch.argsort(flat, stable=True)[:n_remove]] = False
+    masks, start = {}, 0
+    for key, value in snr.items():
+        masks[key] = keep[start : start + value.numel()].reshape(value.shape)
+        start += value.numel()
+    return masks
+
+
+@torch.no_grad()
+def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Remove the masked-out weights in place: mu = 0 and rho = :data:`PRUNED_RHO` (sigma ~ 0)."""
+    params = dict(model.named_parameters())
+    for key, keep in masks.items():
+        mu, rho = params[f"{key}.mu"], params[f"{key}.rho"]
+        mu.masked_fill_(~keep.to(mu.device), 0.0)
+        rho.masked_fill_(~keep.to(rho.device), PRUNED_RHO)
+
+
+# -- evaluation ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_mean_network(model, loader) -> dict[str, float]:
+    """Test error (classification) or RMSE (regression) of the posterior-mean network over ``loader``."""
+    model.eval()
+    set_predict_estimator(model.net, "mean")
+    try:
+        errors, total, squared = 0, 0, 0.0
+        for x, y in loader:
+            predictive = model.predictive_from_outputs(model.net(x, 1))
+            if model.task.value == "classification":
+                errors += int((predictive[0].argmax(-1) != y).sum())
+            else:
+                t_mean, t_std = model._target_scale()
+                target = (y * t_std + t_mean).reshape(y.shape[0], -1)
+                squared += float((predictive[0][0] - target).square().sum())
+                errors += target.numel()
+            total += y.shape[0]
+    finally:
+        set_predict_estimator(model.net, "auto")
+    if model.task.value == "classification":
+        return {"test_error": errors / max(total, 1)}
+    return {"test_rmse": math.sqrt(squared / max(errors, 1))}
+
+
+# -- SNR density and CDF -------------------------------------------------------------------------------------
+def snr_record(snr: dict[str, torch.Tensor], bins: int = SNR_BINS) -> dict:
+    """Density and CDF of the SNR in dB (10 log10 SNR) over all weights, as the paper's Figure 6.
+
+    Schema: ``{"unit": "dB", "num_weights": int, "density": {"edges": [float] (bins+1),
+    "density": [float] (bins; integrates to 1)}, "cdf": {"db": [float], "fraction": [float]}}``
+    (the CDF at up to 512 evenly spaced quantiles).
+    """
+    flat = torch.cat([v.reshape(-1) for v in snr.values()]).double()
+    db = 10.0 * torch.log10(flat.clamp_min(1e-30))
+    low, high = float(db.min()), float(db.max())
+    if high <= low:
+        high = low + 1.0
+    counts = torch.histc(db, bins=bins, min=low, max=high)
+    width = (high - low) / bins
+    edges = torch.linspace(low, high, bins + 1)
+    ordered = torch.sort(db).values
+    idx = torch.linspace(0, len(ordered) - 1, min(512, len(ordered))).round().long()
+    return {
+        "unit": "dB",
+        "num_weights": len(flat),
+        "density": {"edges": edges.tolist(), "density": (counts / (counts.sum() * width)).tolist()},
+        "cdf": {"db": ordered[idx].tolist(), "fraction": ((idx + 1).double() / len(ordered)).tolist()},
+    }
+
+
+def snr_figure(record: dict):
+    """Plotly figure: SNR density (left) and CDF (right), in dB."""
+    from plotly.subplots import make_subplots
+
+    edges = record["density"]["edges"]
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["Density", "CDF"])
+    fig.add_scatter(x=centres, y=record["density"]["density"], mode="lines", name="density", row=1, col=1)
+    fig.add_scatter(x=record["cdf"]["db"], y=record["cdf"]["fraction"], mode="lines", name="CDF", row=1, col=2)
+    fig.update_xaxes(title_text="signal-to-noise ratio (dB), 10 log10 |mu|/sigma")
+    fig.update_layout(title=f"SNR of the {record['num_weights']:,} weights", showlegend=False)
+    return fig
+
+
+# -- pruned weights file --------------------------------------------------------------------------------------
+def save_pruned(module: torch.nn.Module, masks: dict[str, torch.Tensor], path: str | Path, fraction: float) -> int:
+    """Write the surviving weights as a sparse safetensors file (format in the module docstring); return bytes."""
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    tensors, shapes = {}, {}
+    for key, keep in masks.items():
+        mu, rho = state.pop(f"{key}.mu"), state.pop(f"{key}.rho")
+        flat_keep = keep.reshape(-1).cpu()
+        tensors[f"{key}.indices"] = torch.nonzero(flat_keep).reshape(-1).to(torch.int32)
+        tensors[f"{key}.mu"] = mu.reshape(-1)[flat_keep].contiguous()
+        tensors[f"{key}.rho"] = rho.reshape(-1)[flat_keep].contiguous()
+        shapes[key] = list(mu.shape)
+    tensors.update({k: v.contiguous() for k, v in state.items()})
+    metadata = {
+        "format": PRUNED_FORMAT,
+        "format_version": PRUNED_FORMAT_VERSION,
+        "fraction": repr(float(fraction)),
+        "shapes": json.dumps(shapes),
+    }
+    save_file(tensors, str(path), metadata=metadata)
+    return Path(path).stat().st_size
+
+
+def load_pruned(path: str | Path, module: torch.nn.Module) -> torch.nn.Module:
+    """Fill ``module`` (built from the run's ``model.json``) from a pruned file; removed weights get mu = 0.
+
+    Raises:
+        PruneError: if the file is not a pruned-weights file or does not fit the module.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != PRUNED_FORMAT:
+        raise PruneError(f"{Path(path).name} is not a {PRUNED_FORMAT} file (format {metadata.get('format')!r})")
+    shapes = json.loads(metadata["shapes"])
+    tensors = load_file(str(path))
+    state = {}
+    for key, shape in shapes.items():
+        numel = math.prod(shape)
+        indices = tensors.pop(f"{key}.indices").long()
+        mu = torch.zeros(numel)
+        rho = torch.full((numel,), PRUNED_RHO)
+        mu[indices] = tensors.pop(f"{key}.mu")
+        rho[indices] = tensors.pop(f"{key}.rho")
+        state[f"{key}.mu"], state[f"{key}.rho"] = mu.reshape(shape), rho.reshape(shape)
+    state.update(tensors)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise PruneError(f"{Path(path).name} does not fit the model: {err}") from err
+    return module.eval()
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+def datamodule_from_config(config: dict):
+    """The data module a run's resolved ``config.yaml`` names (only lightning_bnn's own classes)."""
+    import importlib
+
+    data = config.get("data") or {}
+    class_path = data.get("class_path")
+    if class_path not in DATA_MODULES:
+        raise PruneError(
+            f"data.class_path {class_path!r} is not a lightning_bnn data module; known: {sorted(DATA_MODULES)}"
+        )
+    module_name, name = DATA_MODULES[class_path]
+    cls = getattr(importlib.import_module(module_name), name)
+    return cls(**(data.get("init_args") or {}))
+
+
+def load_run(run_id: str, tracking_uri: str | None = None):
+    """(model, data module, MlflowClient, resolved URI) of an MLflow run."""
+    import yaml
+    from mlflow import MlflowClient
+
+    from lightning_bnn.tracking import load_model, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    model = load_model(run_id, tracking_uri=uri)
+    client = MlflowClient(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, "config.yaml", tmp)
+        except Exception as err:  # noqa: BLE001 - any failure means the config is missing
+            raise PruneError(f"run {run_id} has no config.yaml artifact to rebuild its test set") from err
+        config = yaml.safe_load(Path(local).read_text())
+    return model, datamodule_from_config(config), client, uri
+
+
+def prune_run(
+    run_id: str,
+    fractions: Sequence[float],
+    tracking_uri: str | None = None,
+    save_dir: str | Path | None = None,
+) -> dict:
+    """Prune a run at each fraction, evaluate, and log a child run; return the rows and the child run id.
+
+    Returns:
+        ``{"child_run_id", "total_weights", "rows": [{"fraction", "weights_left",
+        "test_error" | "test_rmse", "file_bytes"}]}``.
+    """
+    fractions = [check_fraction(f) for f in fractions]
+    model, datamodule, client, _ = load_run(run_id, tracking_uri)
+    if model.hparams.layer_type != "bayes":
+        raise PruneError(
+            f"run {run_id} has layer_type {model.hparams.layer_type!r}: SNR pruning needs a Bayes-by-Backprop run"
+        )
+    datamodule.setup("test")
+    loader = datamodule.test_dataloader()
+    snr = weight_snr(model)
+    total = sum(v.numel() for v in snr.values())
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = []
+    save_dir = Path(save_dir) if save_dir is not None else None
+    if save_dir is not None:
+        from lightning_bnn.serialization import CONFIG_FILE, model_config
+
+        save_dir.mkdir(parents=True, exist_ok=True)
+        (save_dir / CONFIG_FILE).write_text(json.dumps(model_config(model), indent=2, sort_keys=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        for fraction in fractions:
+            model.load_state_dict(original)
+            masks = prune_masks(snr, fraction)
+            apply_masks(model, masks)
+            left = int(sum(int(m.sum()) for m in masks.values()))
+            name = f"pruned-{fraction * 100:g}.safetensors"
+            target = (save_dir / name) if save_dir is not None else Path(tmp) / name
+            size = save_pruned(model, masks, target, fraction)
+            rows.append(
+                {"fraction": fraction, "weights_left": left, **evaluate_mean_network(model, loader), "file_bytes": size}
+            )
+    model.load_state_dict(original)
+    child = _log_child(client, run_id, rows, snr, total)
+    return {"child_run_id": child, "total_weights": total, "rows": rows}
+
+
+def table_markdown(rows: list[dict]) -> str:
+    """The pruning table as markdown."""
+    metric = "test_error" if "test_error" in rows[0] else "test_rmse"
+    head = "test error %" if metric == "test_error" else "test RMSE"
+    lines = [f"| removed | weights left | {head} | file bytes |", "|---|---|---|---|"]
+    for r in rows:
+        value = r[metric] * 100 if metric == "test_error" else r[metric]
+        lines.append(f"| {r['fraction'] * 100:g}% | {r['weights_left']} | {value:.4g} | {r['file_bytes']} |")
+    return "\n".join(lines)
+
+
+def _log_child(client, run_id: str, rows: list[dict], snr: dict[str, torch.Tensor], total: int) -> str:
+    parent = client.get_run(run_id)
+    tags = {"mlflow.parentRunId": run_id, "kind": "pruning"}
+    for key in ("task", "dataset", "layer_type", "model_family"):
+        if key in parent.data.tags:
+            tags[key] = parent.data.tags[key]
+    child = client.create_run(
+        parent.info.experiment_id, run_name=f"{parent.info.run_name or run_id[:8]}-prune", tags=tags
+    )
+    child_id = child.info.run_id
+    try:
+        client.log_param(child_id, "parent_run_id", run_id)
+        client.log_param(child_id, "fractions", json.dumps([r["fraction"] for r in rows]))
+        client.log_param(child_id, "criterion", "snr = |mu| / sigma, global over all Bayesian weight tensors")
+        client.log_param(child_id, "total_weights", total)
+        metric = "test_error" if "test_error" in rows[0] else "test_rmse"
+        for r in rows:
+            step = int(round(r["fraction"] * 1000))
+            client.log_metric(child_id, f"prune/{metric}", r[metric], step=step)
+            client.log_metric(child_id, "prune/weights_left", r["weights_left"], step=step)
+        client.log_table(child_id, {k: [r[k] for r in rows] for k in rows[0]}, TABLE)
+        client.log_text(child_id, table_markdown(rows), TABLE_MD)
+        record = snr_record(snr)
+        client.log_dict(child_id, record, SNR_RECORD)
+        client.log_text(child_id, snr_figure(record).to_html(include_plotlyjs="cdn", full_html=True), SNR_CHART)
+    except Exception:
+        client.set_terminated(child_id, "FAILED")
+        raise
+    client.set_terminated(child_id, "FINISHED")
+    return child_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lightning_bnn prune RUN_ID --fractions ...``: print the table, return an exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_bnn prune",
+        description="Remove the weights with the lowest |mu|/sigma and evaluate the pruned mean network.",
+    )
+    parser.add_argument("run_id", help="MLflow run id of a Bayes-by-Backprop run")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.5, 0.75, 0.95, 0.98])
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as for training)")
+    parser.add_argument("--save-dir", default=None, help="write pruned-<percent>.safetensors and model.json here")
+    args = parser.parse_args(argv)
+    try:
+        result = prune_run(args.run_id, args.fractions, args.tracking_uri, args.save_dir)
+    except (PruneError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}")
+        return 2
+    print(f"{result['total_weights']} weights; child run {result['child_run_id']}")
+    print(table_markdown(result["rows"]))
+    return 0
