@@ -56,7 +56,8 @@ def read_training_csv(path: Path, target: str, task: Task, feature_columns: list
     if len(frame) < 10:
         raise CSVDataError(f"data.path: {path} has {len(frame)} rows; at least 10 are needed to split and train")
     x_frame = frame[features]
-    non_numeric = [c for c in features if not np.issubdtype(x_frame[c].dtype, np.number)]
+    # pandas' own test: string columns may be pandas StringDtype, which numpy cannot interpret
+    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(x_frame[c].dtype)]
     if non_numeric:
         raise CSVDataError(f"data.path: feature column(s) {non_numeric[:10]} are not numeric")
     x = x_frame.to_numpy(dtype=np.float64)
@@ -79,7 +80,7 @@ def read_training_csv(path: Path, target: str, task: Task, feature_columns: list
         index = {name: i for i, name in enumerate(class_names)}
         y = np.array([index[v] for v in labels], dtype=np.int64)
     else:
-        if not np.issubdtype(y_series.dtype, np.number):
+        if not pd.api.types.is_numeric_dtype(y_series.dtype):
             raise CSVDataError(f"data.target: column {target!r} is not numeric; use task=classification for labels")
         y = y_series.to_numpy(dtype=np.float64)
         if not np.isfinite(y).all():
