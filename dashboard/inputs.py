@@ -1,0 +1,307 @@
+"""Parse and validate user uploads: images for image models, CSV rows and form values for tabular models.
+
+Every function here either returns clean arrays or raises :class:`InputError` with a
+message written for the person who uploaded the file (what is wrong, and what to do).
+Nothing here touches Streamlit; the pages show ``str(err)`` with ``st.error``.
+
+Image conversion follows the model's ``preprocessing`` record (see
+:class:`lightning_bnn.data.DigitsDataModule`): the model sees light ink on a dark
+background, ``pixel / 255 * scale``, at ``height x width``. Photos and scans of
+dark ink on white paper are inverted first; the digit is cropped to its ink,
+centred on a square and resized.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+#: largest upload we parse (bytes); ``.streamlit/config.toml`` caps uploads at the same size
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+#: largest image (width x height) we decode; bigger ones are refused before decoding
+MAX_IMAGE_PIXELS = 4096 * 4096
+#: image formats we accept
+IMAGE_FORMATS = ("PNG", "JPEG")
+#: most CSV rows predicted at once
+MAX_CSV_ROWS = 1000
+#: fraction of the side left empty around a centred digit: MNIST-style 28x28 images hold it in a
+#: 20x20 box; scikit-learn's 8x8 digits fill the frame's height
+MNIST_MARGIN = 4 / 28
+
+
+class InputError(ValueError):
+    """An upload or form value the dashboard cannot use; the message says why and what to do."""
+
+
+@dataclass
+class ProcessedImage:
+    """An uploaded image converted to the model's input.
+
+    Attributes:
+        name: the uploaded file's name.
+        array: model input ``[channels, height, width]`` (float32).
+        preview: the processed image as uint8 pixels ``[height, width]`` (light ink on dark).
+        inverted: whether the upload was dark ink on a light background and was inverted.
+        original_size: (width, height) of the upload.
+    """
+
+    name: str
+    array: np.ndarray
+    preview: np.ndarray
+    inverted: bool
+    original_size: tuple[int, int]
+
+
+def _check_size(name: str, data: bytes) -> None:
+    if not data:
+        raise InputError(f"{name}: the file is empty (0 bytes). Upload a PNG or JPEG image.")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InputError(f"{name}: the file is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
+
+
+def open_image(name: str, data: bytes) -> Image.Image:
+    """Decode an uploaded PNG/JPEG, refusing anything the model cannot take.
+
+    Raises:
+        InputError: empty or oversized file, not an image, an unsupported format, an
+            image too large to decode safely (decompression bomb), an animated,
+            16-bit or CMYK image, or a corrupt/truncated file.
+    """
+    _check_size(name, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(
+                f"{name}: the image is too large to decode safely (decompression bomb protection); "
+                f"the limit is {MAX_IMAGE_PIXELS:,} pixels."
+            ) from None
+        except UnidentifiedImageError:
+            raise InputError(f"{name}: this is not an image PNG or JPEG can read. Upload a PNG or JPEG file.") from None
+        except (OSError, ValueError, SyntaxError) as err:
+            raise InputError(f"{name}: the image could not be read (corrupt file?): {err}") from None
+        if image.format not in IMAGE_FORMATS:
+            raise InputError(f"{name}: {image.format} images are not supported; upload a PNG or JPEG.")
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise InputError(
+                f"{name}: the image is {width}x{height} = {width * height:,} pixels, too large "
+                f"(limit {MAX_IMAGE_PIXELS:,}); shrink it first."
+            )
+        if width < 1 or height < 1:
+            raise InputError(f"{name}: the image has no pixels.")
+        if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
+            raise InputError(f"{name}: animated images are not supported; upload a single still frame.")
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") or image.mode.startswith("I;16"):
+            raise InputError(
+                f"{name}: 16-bit or floating-point images ({image.mode}) are not supported; save as 8-bit."
+            )
+        if image.mode == "CMYK":
+            raise InputError(f"{name}: CMYK images are not supported; save it as RGB or grayscale.")
+        try:
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(
+                f"{name}: the image is too large to decode safely (decompression bomb protection)."
+            ) from None
+        except (OSError, ValueError, SyntaxError) as err:
+            raise InputError(f"{name}: the image is corrupt or truncated and could not be decoded ({err}).") from None
+    return image
+
+
+def to_grayscale(image: Image.Image) -> np.ndarray:
+    """8-bit grayscale pixels [H, W]; transparent areas become white paper."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def is_dark_on_light(gray: np.ndarray) -> bool:
+    """Whether the picture has dark ink on a light background (judged by the border pixels)."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(np.median(border)) > 127.0
+
+
+def fit_to_frame(ink: np.ndarray, height: int, width: int, margin: float = MNIST_MARGIN) -> np.ndarray:
+    """Crop to the ink's bounding box, centre on a square and resize to ``height x width`` (uint8)."""
+    mask = ink > 0.1 * max(int(ink.max()), 1)
+    if mask.any():
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    side = max(ink.shape)
+    pad = int(round(side * margin / (1 - 2 * margin)))
+    square = np.zeros((side + 2 * pad, side + 2 * pad), dtype=np.uint8)
+    top = pad + (side - ink.shape[0]) // 2
+    left = pad + (side - ink.shape[1]) // 2
+    square[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
+    resized = Image.fromarray(square).resize((width, height), Image.Resampling.BOX)
+    out = np.asarray(resized, dtype=np.float32)
+    peak = out.max()
+    if peak > 0:
+        out = out * (255.0 / peak)  # stretch contrast: the brightest ink becomes full intensity
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def image_to_model_input(name: str, data: bytes, preprocessing: dict) -> ProcessedImage:
+    """Convert an uploaded image to the input of an image model.
+
+    Args:
+        name: the file's name (for messages).
+        data: the file's bytes.
+        preprocessing: the model's ``hparams.preprocessing`` (``kind: image``).
+
+    Returns:
+        The model input ``[channels, height, width]`` = ``pixel / 255 * scale`` and its preview.
+
+    Raises:
+        InputError: for any unusable upload (see :func:`open_image`).
+    """
+    if preprocessing.get("kind") != "image":
+        raise InputError("this model does not take images")
+    image = open_image(name, data)
+    gray = to_grayscale(image)
+    inverted = is_dark_on_light(gray)
+    if inverted:
+        gray = 255 - gray  # work with light ink on a dark background
+    height, width = int(preprocessing["height"]), int(preprocessing["width"])
+    margin = float(preprocessing.get("margin", 0.0 if max(height, width) <= 8 else MNIST_MARGIN))
+    preview = fit_to_frame(gray, height, width, margin)
+    if preprocessing.get("ink", "light") == "dark":
+        preview = 255 - preview
+        inverted = not inverted
+    channels = int(preprocessing.get("channels", 1))
+    scale = float(preprocessing.get("scale", 1.0))
+    array = np.repeat((preview.astype(np.float32) / 255.0 * scale)[None], channels, axis=0)
+    return ProcessedImage(name, array, preview, inverted, image.size)
+
+
+def pixels_from_model_input(array: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """Inverse of the scaling: model input ``[C, H, W]`` -> uint8 preview ``[H, W]``."""
+    scale = float(preprocessing.get("scale", 1.0)) or 1.0
+    return np.clip(np.round(np.asarray(array)[0] / scale * 255.0), 0, 255).astype(np.uint8)
+
+
+def _row_label(index: int) -> str:
+    return f"row {index + 2}"  # 1-based, after the header line
+
+
+def parse_feature_csv(
+    name: str, data: bytes, feature_names: list[str], allowed_extra: list[str] | tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Read an uploaded CSV of inputs for a tabular model.
+
+    Args:
+        name: the file's name (for messages).
+        data: the file's bytes.
+        feature_names: the model's feature columns (all required).
+        allowed_extra: further columns that may be present and are kept (e.g. the target).
+
+    Returns:
+        A float64 DataFrame with the feature columns first (in model order), then any allowed extras.
+
+    Raises:
+        InputError: empty file, not text, unreadable CSV, missing or unexpected columns,
+            text in a numeric column, missing/NaN/infinite values, no rows or too many rows.
+    """
+    _check_size(name, data)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: this is not a text CSV file (it is not UTF-8 text).") from None
+    if not text.strip():
+        raise InputError(f"{name}: the file has no content.")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{name}: the CSV has no header row.") from None
+    except (pd.errors.ParserError, ValueError) as err:
+        raise InputError(f"{name}: the CSV could not be parsed: {str(err).strip()}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in feature_names if c not in frame.columns]
+    if missing:
+        raise InputError(f"{name}: missing column(s) {missing}; the model needs the columns {list(feature_names)}.")
+    extra = [c for c in frame.columns if c not in feature_names and c not in allowed_extra]
+    if extra:
+        raise InputError(
+            f"{name}: unexpected column(s) {extra}; the model takes exactly the columns {list(feature_names)}"
+            + (f" (optionally also {list(allowed_extra)})" if allowed_extra else "")
+            + "."
+        )
+    if len(frame) == 0:
+        raise InputError(f"{name}: the CSV has a header but no data rows.")
+    if len(frame) > MAX_CSV_ROWS:
+        raise InputError(f"{name}: {len(frame):,} rows is too many; the limit is {MAX_CSV_ROWS:,} rows per upload.")
+    columns = [*feature_names, *[c for c in allowed_extra if c in frame.columns]]
+    out = pd.DataFrame(index=frame.index)
+    for column in columns:
+        raw = frame[column].astype(str).str.strip()
+        values = pd.to_numeric(raw, errors="coerce")
+        for i, (text_value, value) in enumerate(zip(raw, values)):
+            if text_value == "" or text_value.lower() in ("nan", "na", "null", "none"):
+                raise InputError(f"{name}: column '{column}', {_row_label(i)}: missing value (empty or NaN).")
+            if math.isnan(value):
+                raise InputError(f"{name}: column '{column}', {_row_label(i)}: {text_value!r} is not a number.")
+            if math.isinf(value):
+                raise InputError(f"{name}: column '{column}', {_row_label(i)}: infinite value {text_value!r}.")
+        out[column] = values.astype(np.float64)
+    return out.reset_index(drop=True)
+
+
+def validate_form_values(values: dict[str, object], feature_names: list[str]) -> np.ndarray:
+    """Check form values (one per feature) and return them as a float64 row ``[1, F]``.
+
+    Raises:
+        InputError: a feature is missing, not a number, NaN or infinite.
+    """
+    row = []
+    for feature in feature_names:
+        if feature not in values or values[feature] is None:
+            raise InputError(f"enter a value for '{feature}'.")
+        value = values[feature]
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InputError(f"'{feature}': {value!r} is not a number.") from None
+        if not math.isfinite(number):
+            raise InputError(f"'{feature}': {value!r} is not a finite number.")
+        row.append(number)
+    return np.asarray([row], dtype=np.float64)
+
+
+def standardise(features: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """Raw tabular features ``[N, F]`` -> model inputs ``(x - mean) / std`` (float32)."""
+    mean = np.asarray(preprocessing.get("feature_mean") or [0.0] * features.shape[1], dtype=np.float64)
+    std = np.asarray(preprocessing.get("feature_std") or [1.0] * features.shape[1], dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)
+    return ((features - mean) / std).astype(np.float32)
+
+
+__all__ = [
+    "IMAGE_FORMATS",
+    "MAX_CSV_ROWS",
+    "MAX_IMAGE_PIXELS",
+    "MAX_UPLOAD_BYTES",
+    "InputError",
+    "ProcessedImage",
+    "image_to_model_input",
+    "open_image",
+    "parse_feature_csv",
+    "pixels_from_model_input",
+    "standardise",
+    "validate_form_values",
+]
+
+
+def upscale(preview: np.ndarray, size: int = 112) -> np.ndarray:
+    """Nearest-neighbour enlargement of a small preview (so 8x8 pixels stay visible)."""
+    factor = max(1, size // max(preview.shape))
+    return np.kron(preview, np.ones((factor, factor), dtype=np.uint8))

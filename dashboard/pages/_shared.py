@@ -1,0 +1,131 @@
+"""The Streamlit edge shared by the pages: cached loaders, the selected runs, error display.
+
+Loading and computing live in :mod:`dashboard.runs` and :mod:`dashboard.predictions`;
+this module only wraps them in Streamlit caches (models per run with
+``st.cache_resource``, tables with a short TTL) and turns known errors into messages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import predictions, runs
+
+SELECTED = "selected_runs"
+URI = "resolved_tracking_uri"
+
+
+def tracking_uri() -> str:
+    """The resolved tracking URI chosen in the sidebar (set by the entry script)."""
+    return st.session_state[URI]
+
+
+def selected_runs() -> list[str]:
+    """Run ids carried between pages (chosen on the Runs page)."""
+    return list(st.session_state.get(SELECTED, []))
+
+
+def set_selected_runs(run_ids: list[str]) -> None:
+    st.session_state[SELECTED] = list(run_ids)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def runs_table(uri: str) -> tuple[pd.DataFrame, datetime]:
+    return runs.list_runs(uri), datetime.now()
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def metric_keys(uri: str, run_ids: tuple[str, ...]) -> list[str]:
+    return runs.metric_keys(uri, list(run_ids))
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def metric_history(uri: str, run_ids: tuple[str, ...], key: str) -> pd.DataFrame:
+    return runs.metric_history(uri, list(run_ids), key)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def run_params(uri: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    return runs.run_params(uri, list(run_ids))
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def run_info(uri: str, run_id: str) -> dict:
+    return runs.run_info(uri, run_id)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def json_artifact(uri: str, run_id: str, path: str):
+    return runs.read_json_artifact(uri, run_id, path)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def train_sample(uri: str, run_id: str) -> pd.DataFrame:
+    return runs.read_train_sample(uri, run_id)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def sweeps(uri: str) -> pd.DataFrame:
+    return runs.list_sweeps(uri)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def sweep_trials(uri: str, parent: str, fields: tuple[str, ...]) -> pd.DataFrame:
+    return runs.sweep_trials(uri, parent, list(fields))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model...")
+def model(uri: str, run_id: str):
+    return runs.load_run_model(uri, run_id)
+
+
+@st.cache_data(max_entries=4, show_spinner="Loading test examples...")
+def test_examples(uri: str, run_id: str):
+    config = runs.read_text_artifact(uri, run_id, "config.yaml")
+    return predictions.test_examples(config)
+
+
+def run_label(table: pd.DataFrame):
+    """A format_func showing "name · dataset · id" for run ids of ``table``."""
+    names = dict(zip(table["run_id"], table["run_name"]))
+    datasets = dict(zip(table["run_id"], table.get("dataset", pd.Series(dtype=object))))
+
+    def label(run_id: str) -> str:
+        return f"{names.get(run_id, run_id)} · {datasets.get(run_id) or '?'} · {run_id[:8]}"
+
+    return label
+
+
+def load_runs_or_stop() -> pd.DataFrame:
+    """The runs table, or an error message and the end of this page."""
+    try:
+        table, _ = runs_table(tracking_uri())
+    except runs.StoreError as err:
+        st.error(f"Tracking store unavailable: {err}")
+        st.stop()
+    if table.empty:
+        st.info("No runs in this store yet. Open the **Runs** page to train the two demo runs.")
+        st.stop()
+    return table
+
+
+def pick_run(table: pd.DataFrame, key: str, label: str = "Run") -> str:
+    """A selectbox of runs, defaulting to the first selected run."""
+    ids = list(table["run_id"])
+    chosen = [r for r in selected_runs() if r in ids]
+    index = ids.index(chosen[0]) if chosen else 0
+    return st.selectbox(label, ids, index=index, format_func=run_label(table), key=key)
+
+
+def pick_runs(table: pd.DataFrame, key: str, default_count: int = 3) -> list[str]:
+    """A multiselect of runs, defaulting to the selected runs (else the newest few); writes back the choice."""
+    ids = list(table["run_id"])
+    default = [r for r in selected_runs() if r in ids] or ids[:default_count]
+
+    def sync() -> None:
+        set_selected_runs(st.session_state[key])
+
+    return st.multiselect("Runs", ids, default=default, format_func=run_label(table), key=key, on_change=sync)

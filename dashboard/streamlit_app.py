@@ -1,0 +1,61 @@
+"""lightning-bnn dashboard: ``streamlit run dashboard`` (from the repository root).
+
+The entry script only sets up the page, the navigation and the sidebar's tracking
+URI; each page lives in ``dashboard/pages/`` and calls plain modules
+(:mod:`dashboard.runs`, :mod:`dashboard.charts`, :mod:`dashboard.inputs`,
+:mod:`dashboard.predictions`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run dashboard` puts only dashboard/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import runs  # noqa: E402
+from dashboard.pages._shared import URI  # noqa: E402
+
+st.set_page_config(page_title="lightning-bnn", page_icon="🎲", layout="wide")
+
+PAGES = [
+    st.Page("pages/runs.py", title="Runs", icon="📋", default=True),
+    st.Page("pages/compare.py", title="Compare", icon="📈"),
+    st.Page("pages/run_detail.py", title="Run detail", icon="🔬"),
+    st.Page("pages/predict.py", title="Predict", icon="🎯"),
+]
+page = st.navigation(PAGES)
+
+
+def _default_uri() -> str:
+    try:
+        return runs.resolve_uri(None)
+    except runs.StoreError:
+        return ""
+
+
+with st.sidebar:
+    st.markdown("### lightning-bnn")
+    typed = st.text_input(
+        "MLflow tracking URI",
+        value=_default_uri(),
+        key="tracking_uri",
+        help="sqlite:///path/to/mlflow.db or http://host:port; defaults to $MLFLOW_TRACKING_URI "
+        "or sqlite:///mlruns/mlflow.db",
+    )
+    try:
+        st.session_state[URI] = runs.resolve_uri(typed)
+    except runs.StoreError as err:
+        st.error(f"Tracking URI not usable: {err}")
+        st.session_state[URI] = None
+    selected = st.session_state.get("selected_runs") or []
+    st.caption(f"{len(selected)} run(s) selected" if selected else "No runs selected (choose them on Runs).")
+
+if st.session_state.get(URI) is None:
+    st.error("Set a usable MLflow tracking URI in the sidebar.")
+else:
+    page.run()
