@@ -84,6 +84,20 @@ class BayesianModule(nn.Module):
         raise NotImplementedError
 
 
+def _full_precision(like: torch.Tensor) -> torch.autocast:
+    """Autocast switched off on ``like``'s device: the ops inside run in the inputs' dtype (float32).
+
+    Mixed precision (``--trainer.precision bf16-mixed``/``16-mixed``) runs matrix products
+    in 16 bits; the posterior's variances and sampled weights need float32.
+    """
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
+def _widen(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32 if it is a 16-bit float (the output of an autocast op), else unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _random_signs(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     return torch.empty(shape, device=like.device, dtype=like.dtype).bernoulli_(0.5).mul_(2.0).sub_(1.0)
 
@@ -182,7 +196,8 @@ class _BayesLayer(BayesianModule):
         if self.bias is not None:
             bias_mu, bias_var = self.bias.mu, self.bias.sigma.square()
         mean = self._op(xin, self.weight.mu, bias_mu)
-        var = self._op(xin.square(), w_var, bias_var)
+        with _full_precision(xin):  # x^2 sigma^2 spans many decades: keep it float32 under autocast
+            var = self._op(_widen(xin).square(), w_var, bias_var)
         std = var.clamp_min(1e-16).sqrt()
         s = x.shape[0]
         if shared:
@@ -196,10 +211,14 @@ class _BayesLayer(BayesianModule):
         s = x.shape[0]
         weight = self.weight.sample(s)
         bias = self.bias.sample(s) if self.bias is not None else None
-        if s == 1:
-            out = self._op(x[0], weight[0], None if bias is None else bias[0])
-            return out.unsqueeze(0)
-        return self._op_per_sample(x, weight, bias)
+        # A bfloat16 copy of w = mu + sigma * eps would round away perturbations below
+        # 2^-9 |mu|: under autocast this estimator applies its sampled weights in float32.
+        with _full_precision(x):
+            x = _widen(x)
+            if s == 1:
+                out = self._op(x[0], weight[0], None if bias is None else bias[0])
+                return out.unsqueeze(0)
+            return self._op_per_sample(x, weight, bias)
 
     def _flipout(self, x: torch.Tensor) -> torch.Tensor:
         """Flipout: shared perturbation per sample, sign-flipped per example."""
@@ -211,7 +230,8 @@ class _BayesLayer(BayesianModule):
         sign_in = _random_signs(x.shape, x)
         perturbation = self._op_per_sample(x * sign_in, delta, None)
         sign_out = _random_signs(perturbation.shape, perturbation)
-        out = torch.addcmul(mean, perturbation, sign_out)
+        # under autocast, add the small perturbation to the mean in float32, not 16 bits
+        out = torch.addcmul(_widen(mean), _widen(perturbation), sign_out)
         if bias is not None:
             out = out + bias.reshape(s, 1, bias.shape[1], *([1] * (out.dim() - 3)))
         return out
