@@ -275,7 +275,7 @@ class BNNModule(L.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         self.log("train/nll", nll / batch_size, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         self.log("train/kl", kl, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
-        self.log("train/kl_weight", weight, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log("train/kl_weight", weight, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         return loss
 
     def _kl_weight(self, batch_idx: int) -> float:
@@ -297,13 +297,21 @@ class BNNModule(L.LightningModule):
             world_size=world_size,
         )
 
+    def on_train_start(self) -> None:
+        # Under data parallelism every rank was seeded alike (DDP also broadcasts rank 0's
+        # initial weights). Give each rank its own Monte Carlo noise, so that the examples
+        # of a global minibatch get independent noise, as they do in one process.
+        if self._trainer is not None and self.trainer.world_size > 1:
+            torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
+
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/epoch_time_s", time.perf_counter() - self._epoch_start)
+        # the slowest rank's epoch time; the learning rate is the same on every rank
+        self.log("train/epoch_time_s", time.perf_counter() - self._epoch_start, sync_dist=True, reduce_fx="max")
         if self._trainer is not None and self.trainer.optimizers:
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -333,8 +341,9 @@ class BNNModule(L.LightningModule):
     def _log_metrics(self, stage: str, metrics: torch.nn.Module) -> None:
         values = metrics.compute()
         metrics.reset()
-        # torchmetrics has already synchronised the values across processes
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False, rank_zero_only=False)
+        # torchmetrics has already synchronised the values across processes: every rank holds
+        # the same numbers, so Lightning's mean over ranks (sync_dist) leaves them unchanged.
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=True)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
