@@ -13,19 +13,27 @@ Extra options:
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lightning_bnn.data import BaseDataModule
 from lightning_bnn.module import BNNModule
 from lightning_bnn.ood import OODCallback
-from lightning_bnn.tracking import MlflowRunCallback, flatten_params, make_logger
-
-CHECKPOINT_ROOT = "mlruns/checkpoints"
+from lightning_bnn.tracking import (
+    MlflowRunCallback,
+    checkpoint_root,
+    checkpoint_run_info,
+    flatten_params,
+    make_logger,
+    resolve_tracking_uri,
+)
 
 
 class BNNCLI(LightningCLI):
@@ -40,6 +48,28 @@ class BNNCLI(LightningCLI):
         parser.add_argument("--mlflow.run_name", type=str | None, default=None, help="run name")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="test the final model after fit")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path's hyperparameters with torch.load(weights_only=True); a
+        # checkpoint holding pickled code is refused there. Say so plainly (torch's own message
+        # suggests retrying with weights_only=False, which would run the code).
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError as err:
+            path = self.config[self.config.subcommand].get("ckpt_path")
+            reason = str(err).split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
+            self.parser.error(
+                f"--ckpt_path {path}: refusing to load this checkpoint: it holds pickled objects other than "
+                f"tensors and plain data ({reason}). lightning_bnn only loads checkpoints with "
+                "torch.load(weights_only=True) and never runs code from a file.",
+                ex=err,
+            )
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "weights_only" in self._subcommand_method_arguments[subcommand]:
+            kwargs["weights_only"] = True  # whatever --weights_only or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD say
+        return kwargs
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
@@ -53,18 +83,58 @@ class BNNCLI(LightningCLI):
         mlflow_cfg = config.get("mlflow") or {}
         trainer_cfg = config.get("trainer") or {}
         if mlflow_cfg.get("enabled", True) and trainer_cfg.get("logger") in (None, True):
+            uri = resolve_tracking_uri(mlflow_cfg.get("tracking_uri"))
+            if trainer_cfg.get("default_root_dir") is None:
+                kwargs["default_root_dir"] = str(checkpoint_root(uri))
             experiment = mlflow_cfg.get("experiment") or getattr(self.datamodule, "name", "lightning_bnn")
-            kwargs["logger"] = make_logger(experiment, mlflow_cfg.get("tracking_uri"), mlflow_cfg.get("run_name"))
+            resumed_from, previous_run, run_id = self._resumed_run(config, uri)
+            tags = None
+            if resumed_from and run_id is None:  # the checkpoint's run is not in this store: a new, linked run
+                tags = {"resumed_from_checkpoint": resumed_from, "resumed_from_run": previous_run or "unknown"}
+            kwargs["logger"] = make_logger(experiment, uri, mlflow_cfg.get("run_name"), tags=tags, run_id=run_id)
             plain = self._parser(self.subcommand).dump(config, format="yaml", skip_none=False)
             params = _readable_params(config, self.datamodule)
-            extra = [MlflowRunCallback(config=params, config_yaml=plain), OODCallback()]
-            callbacks = list(trainer_cfg.get("callbacks") or [])
-            kwargs["callbacks"] = [*callbacks, *extra, *self._default_checkpoint(trainer_cfg)]
+            record = MlflowRunCallback(
+                config=params,
+                config_yaml=plain,
+                resumed_from=resumed_from if run_id else None,
+                seed=int(config.get("seed_everything") or 0),
+            )
+            extra = [record, OODCallback()]
+            # the instantiated callbacks of the config (self.config holds them unparsed)
+            callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+            callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+            checkpoint = (
+                [] if any(isinstance(c, ModelCheckpoint) for c in callbacks) else self._default_checkpoint(trainer_cfg)
+            )
+            kwargs["callbacks"] = [*callbacks, *extra, *checkpoint]
         trainer = super().instantiate_trainer(**kwargs)
         if trainer.fast_dev_run and isinstance(kwargs.get("logger"), MLFlowLogger):
             # fast_dev_run swaps every logger for a DummyLogger; a run is still recorded in MLflow.
             trainer.loggers = [kwargs["logger"]]
         return trainer
+
+    def _resumed_run(self, config: Any, uri: str) -> tuple[str | None, str | None, str | None]:
+        """(checkpoint, its run id, run id to continue) for ``fit --ckpt_path CKPT``.
+
+        The run id comes from the checkpoint itself (:func:`checkpoint_run_info`). The run
+        is continued only if it exists (not deleted) in the store ``uri``.
+        """
+        ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None
+        if not ckpt_path or not Path(str(ckpt_path)).is_file():
+            return None, None, None
+        info = checkpoint_run_info(ckpt_path) or {}
+        previous = info.get("run_id")
+        if previous is None or rank_zero_only.rank != 0:
+            return str(ckpt_path), previous, None
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = MlflowClient(uri).get_run(previous)
+        except MlflowException:
+            return str(ckpt_path), previous, None
+        return str(ckpt_path), previous, (previous if run.info.lifecycle_stage == "active" else None)
 
     @staticmethod
     def _default_checkpoint(trainer_cfg: dict) -> list[L.Callback]:
@@ -109,7 +179,7 @@ def main(args: list[str] | None = None) -> BNNCLI:
         subclass_mode_data=True,
         save_config_callback=None,
         seed_everything_default=0,
-        trainer_defaults={"default_root_dir": CHECKPOINT_ROOT, "max_epochs": 10},
+        trainer_defaults={"max_epochs": 10},
         args=args,
         auto_configure_optimizers=False,
     )

@@ -1,36 +1,59 @@
-"""MLflow: where runs are stored, what a run records, and loading a run back.
+"""MLflow: where runs are stored, what a run records, its lifecycle, and loading a run back.
 
-The store location is decided here and nowhere else: an explicit URI (CLI option
+**Store.** The location is decided here and nowhere else: an explicit URI (CLI option
 ``--mlflow.tracking_uri``), else ``MLFLOW_TRACKING_URI``, else the local SQLite store
-``sqlite:///mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts/``.
+``sqlite:///mlruns/mlflow.db``. For a SQLite store, new experiments keep their
+artifacts in ``<store folder>/artifacts/<experiment>/`` and Lightning checkpoints go to
+``<store folder>/checkpoints/<experiment id>/<run id>/checkpoints/``; for a server
+(``http(s)://``) or another database, artifacts go where the server puts them and
+checkpoints to ``./mlruns/checkpoints/``.
 
-Artifact layout of a run (read by the dashboard and :func:`load_model`)::
+**What a run records** (:class:`MlflowRunCallback`): the resolved config as params
+(flattened, readable names) and as ``config.yaml``; tags (task, dataset, model family,
+git commit, versions, host); per-epoch metrics (logged by the module); and the
+artifacts of :mod:`lightning_bnn.artifacts`: final weights, an MLflow pyfunc model,
+the best checkpoint by ``val/nll``, the posterior summary and, after testing, the
+reliability diagram (classification) or the predictive band (regression).
 
-    config.yaml                   the resolved LightningCLI config
-    model/weights.safetensors     final weights (no pickle)
-    model/model.json              class + hyperparameters to rebuild the model
+**Lifecycle.** A run that raises ends ``FAILED`` with the error in the tags ``error``
+and ``error.type``. Ctrl-C (SIGINT) or SIGTERM ends it ``KILLED``, with the last
+checkpoint logged as ``checkpoints/last.ckpt``. Every checkpoint carries the id of
+its run, so ``fit --ckpt_path CKPT`` resumes *the same run* (status back to
+``RUNNING``, metrics continue at the checkpoint's step); if that run is not in the
+current store, a new run is started with the tag ``resumed_from_run``. Only global
+rank 0 writes to MLflow.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import torch
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from lightning_bnn import artifacts
 from lightning_bnn.serialization import ModelLoadError, load_model_dir, save_model
 
 DEFAULT_STORE_DIR = "mlruns"
 DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE_DIR}/mlflow.db"
-MODEL_ARTIFACT_DIR = "model"
-CONFIG_ARTIFACT = "config.yaml"
+MODEL_ARTIFACT_DIR = artifacts.MODEL_DIR
+CONFIG_ARTIFACT = artifacts.CONFIG
+#: key of the run information stored inside every Lightning checkpoint
+CHECKPOINT_KEY = "lightning_bnn_mlflow"
+#: pip requirements of the pyfunc model, pinned to this environment (no slow inference)
+PYFUNC_PACKAGES = ("mlflow", "torch", "lightning", "torchmetrics", "safetensors", "numpy", "pandas")
 
 
+# -- store -----------------------------------------------------------------------------------------
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite store.
 
@@ -52,11 +75,23 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+def store_folder(tracking_uri: str) -> Path | None:
+    """The folder holding a SQLite store's database file; None for servers and other databases."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri[len("sqlite:///") :]).parent
+    return None
+
+
 def artifact_root(tracking_uri: str) -> str | None:
     """Artifact location for new experiments: ``<store folder>/artifacts`` for SQLite, server default otherwise."""
-    if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
-    return None
+    folder = store_folder(tracking_uri)
+    return (folder / "artifacts").as_uri() if folder is not None else None
+
+
+def checkpoint_root(tracking_uri: str) -> Path:
+    """Lightning's ``default_root_dir``: ``<store folder>/checkpoints`` for SQLite, else ``./mlruns/checkpoints``."""
+    folder = store_folder(tracking_uri)
+    return (folder if folder is not None else Path.cwd() / DEFAULT_STORE_DIR) / "checkpoints"
 
 
 def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
@@ -68,33 +103,119 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
         return experiment.experiment_id
     root = artifact_root(tracking_uri)
     location = f"{root}/{name}" if root else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # noqa: BLE001 - another job created it meanwhile (concurrent starts)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+#: SQLite stores this process has prepared (see :func:`prepare_sqlite_store`)
+_PREPARED_STORES: set[str] = set()
+
+
+def prepare_sqlite_store(tracking_uri: str) -> None:
+    """Make a local SQLite store safe for several jobs writing at once (no-op for other stores).
+
+    MLflow creates a new store's tables on first use without a lock, so jobs started
+    together on a fresh store race in the schema migration ("table _alembic_tmp_...
+    already exists"). Here one process at a time opens the store under an exclusive
+    file lock (``<db>.lock``), so the first creates the tables and the others find
+    them; the database is switched to WAL journaling, in which readers (the dashboard,
+    ``mlflow ui``) never block a writer. MLflow's sessions wait up to 20 s for a lock
+    (``busy_timeout``). WAL needs a local file system (not NFS).
+    """
+    if not tracking_uri.startswith("sqlite:///") or tracking_uri in _PREPARED_STORES:
+        return
+    import contextlib
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    db = Path(tracking_uri[len("sqlite:///") :].split("?")[0])
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; MLflow's own behaviour
+        fcntl = None
+    with open(f"{db}.lock", "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+            MlflowClient(tracking_uri).search_experiments(max_results=1)  # creates the tables, once
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    _PREPARED_STORES.add(tracking_uri)
+
+
+def is_interruption(exception: BaseException | None) -> bool:
+    """True for Ctrl-C (KeyboardInterrupt) and SIGTERM (Lightning's SIGTERMException, a SystemExit)."""
+    return isinstance(exception, (KeyboardInterrupt, SystemExit))
+
+
+class BNNMLFlowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger with the run's end status decided by how it ended.
+
+    Lightning finalizes every exception, Ctrl-C included, as ``failed``; this logger
+    ends the run ``KILLED`` when :class:`MlflowRunCallback` saw an interruption.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.interrupted = False
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        if status == "failed" and self.interrupted:
+            status = "KILLED"
+        super().finalize(status)
 
 
 def make_logger(
-    experiment: str, tracking_uri: str | None = None, run_name: str | None = None, tags: dict | None = None
-) -> MLFlowLogger:
-    """An MLFlowLogger on the resolved store, its experiment created with a proper artifact location."""
+    experiment: str,
+    tracking_uri: str | None = None,
+    run_name: str | None = None,
+    tags: dict | None = None,
+    run_id: str | None = None,
+) -> BNNMLFlowLogger:
+    """A logger on the resolved store; its experiment created (by rank 0) with a proper artifact location.
+
+    ``run_id`` continues an existing run instead of starting a new one.
+    """
     from mlflow import MlflowClient
 
     uri = resolve_tracking_uri(tracking_uri)
-    ensure_experiment(MlflowClient(uri), experiment, uri)
-    return MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_name=run_name, tags=tags)
+    prepare_sqlite_store(uri)
+    if rank_zero_only.rank == 0 and run_id is None:
+        ensure_experiment(MlflowClient(uri), experiment, uri)
+    return BNNMLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_name=run_name, tags=tags, run_id=run_id)
 
 
+# -- params and tags -------------------------------------------------------------------------------
 def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
-    """Flatten a nested config into ``a.b.c`` keys with string values, dropping internal keys."""
+    """Flatten a nested config into ``a.b.c`` keys with string values, dropping internal keys.
+
+    Keys starting with ``_`` (``_instantiator``, ``__path__``) are internal; enums become
+    their value and tuples lists, so ``hidden_sizes`` reads ``[128, 128]``.
+    """
     out: dict[str, str] = {}
     for key, value in config.items():
         key = str(key)
-        if key.startswith("_") or key in ("__path__", "config"):
+        if key.startswith("_") or key == "config":
             continue
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten_params(value, f"{name}."))
-        else:
-            text = value.value if hasattr(value, "value") and not isinstance(value, (int, float)) else value
-            out[name] = str(text)[:6000]
+            continue
+        if hasattr(value, "value") and not isinstance(value, (int, float)):
+            value = value.value
+        if isinstance(value, tuple):
+            value = list(value)
+        out[name] = str(value)[:6000]
     return out
 
 
@@ -122,7 +243,6 @@ def run_tags(module: L.LightningModule, datamodule: L.LightningDataModule | None
     """Tags of a run: task, dataset, model family, code version, package versions, host."""
     import lightning
     import mlflow
-    import torch
 
     hp = module.hparams
     tags = {
@@ -142,60 +262,352 @@ def run_tags(module: L.LightningModule, datamodule: L.LightningDataModule | None
     return tags
 
 
+# -- checkpoints -------------------------------------------------------------------------------------
+def checkpoint_run_info(path: str | Path) -> dict[str, str] | None:
+    """The MLflow run recorded in a Lightning checkpoint (``run_id``, ``experiment_id``, ``tracking_uri``).
+
+    Reads the checkpoint with ``torch.load(weights_only=True)`` (memory-mapped, so the
+    tensors are not read). Returns None for a checkpoint written without MLflow.
+    """
+    try:
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise
+    except Exception:  # noqa: BLE001 - an old (non-zip) or foreign checkpoint: no run to continue
+        return None
+    info = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+    return dict(info) if isinstance(info, dict) and info.get("run_id") else None
+
+
+# -- the callback that records a run -----------------------------------------------------------------
 class MlflowRunCallback(L.Callback):
-    """Records a run completely: params, tags, the resolved config and the final model.
+    """Records a run completely: params, tags, config, model, checkpoints and report artifacts.
 
     Args:
-        config: the resolved (nested) configuration to log as params; defaults to the
-            module's and data module's hyperparameters.
+        config: the resolved (flattened or nested) configuration to log as params; defaults
+            to the module's hyperparameters.
         config_yaml: the resolved config as YAML text, logged as ``config.yaml``.
+        resumed_from: checkpoint path this fit resumes from (continuing the logger's run).
+        seed: seed of the Monte Carlo draws behind the evaluation artifacts.
     """
 
-    def __init__(self, config: dict | None = None, config_yaml: str | None = None) -> None:
+    def __init__(
+        self,
+        config: dict | None = None,
+        config_yaml: str | None = None,
+        resumed_from: str | None = None,
+        seed: int = 0,
+    ) -> None:
         self.config = config
         self.config_yaml = config_yaml
+        self.resumed_from = resumed_from
+        self.seed = seed
 
     @staticmethod
-    def _mlflow(trainer: L.Trainer) -> MLFlowLogger | None:
+    def _logger(trainer: L.Trainer) -> MLFlowLogger | None:
+        if trainer.global_rank != 0:
+            return None
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 return logger
         return None
 
+    # -- start ----------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logger = self._mlflow(trainer)
-        if logger is None or trainer.global_rank != 0:
+        logger = self._logger(trainer)
+        if logger is None:
             return
         datamodule = trainer.datamodule
-        params = self.config or {"model": dict(pl_module.hparams)}
-        flat = flatten_params(params)
+        flat = flatten_params(self.config or {"model": dict(pl_module.hparams)})
         if datamodule is not None:
             flat.setdefault("dataset", getattr(datamodule, "name", type(datamodule).__name__))
-        logger.log_hyperparams(flat)
         client, run_id = logger.experiment, logger.run_id
-        for key, value in run_tags(pl_module, datamodule).items():
+        tags = run_tags(pl_module, datamodule)
+        if self.resumed_from:
+            client.update_run(run_id, status="RUNNING")
+            existing = client.get_run(run_id).data.params
+            changed = {k: [existing[k], v] for k, v in flat.items() if k in existing and existing[k] != v}
+            flat = {k: v for k, v in flat.items() if k not in existing}
+            tags["resumed_from_checkpoint"] = str(self.resumed_from)
+            if changed:  # MLflow params are immutable: record what the resumed fit changed
+                tags["resume.changed_params"] = json.dumps(changed)[:5000]
+        logger.log_hyperparams(flat)
+        for key, value in tags.items():
             client.set_tag(run_id, key, value)
         if self.config_yaml:
-            client.log_text(run_id, self.config_yaml, CONFIG_ARTIFACT)
+            client.log_text(run_id, self.config_yaml, artifacts.CONFIG)
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and logger._run_id is not None:
+                checkpoint[CHECKPOINT_KEY] = {
+                    "run_id": str(logger._run_id),
+                    "experiment_id": str(logger._experiment_id),
+                    "tracking_uri": str(logger._tracking_uri),
+                }
+
+    # -- end of fit -----------------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logger = self._mlflow(trainer)
-        if logger is None or trainer.global_rank != 0:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            save_model(pl_module, tmp)
-            logger.experiment.log_artifacts(logger.run_id, tmp, MODEL_ARTIFACT_DIR)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        logger = self._mlflow(trainer)
-        if logger is None or trainer.global_rank != 0:
+        logger = self._logger(trainer)
+        if logger is None:
             return
         client, run_id = logger.experiment, logger.run_id
-        client.set_tag(run_id, "error", f"{type(exception).__name__}: {exception}"[:5000])
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            model_dir = save_model(pl_module, tmp / "model")
+            client.log_artifacts(run_id, str(model_dir), artifacts.MODEL_DIR)
+            example = pyfunc_input_example(pl_module, trainer.datamodule)
+            if example is not None:
+                log_pyfunc_model(client, run_id, model_dir, example, tmp / "pyfunc")
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+            if best and Path(best).is_file():
+                _log_file_as(client, run_id, best, artifacts.BEST_CHECKPOINT, tmp)
+            log_posterior_summary(client, run_id, pl_module, tmp)
+            if pl_module.hparams.get("task") == "regression":
+                log_train_sample(client, run_id, trainer.datamodule, tmp)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = self._logger(trainer)
+        if logger is None or trainer.datamodule is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            log_evaluation(logger.experiment, logger.run_id, pl_module, trainer.datamodule, Path(tmp), self.seed)
+
+    # -- failures -------------------------------------------------------------------------------------
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        logger = self._logger(trainer)
+        if logger is None or logger._run_id is None:
+            return
+        client, run_id = logger.experiment, logger.run_id
+        client.set_tag(run_id, "error.type", type(exception).__name__)
+        client.set_tag(run_id, "error", (f"{type(exception).__name__}: {exception}".strip(": "))[:5000])
+        if not is_interruption(exception):
+            return
+        if isinstance(logger, BNNMLFlowLogger):
+            logger.interrupted = True
+        last = self._last_checkpoint(trainer)
+        if last is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                _log_file_as(client, run_id, last, artifacts.LAST_CHECKPOINT, Path(tmp))
+
+    @staticmethod
+    def _last_checkpoint(trainer: L.Trainer) -> str | None:
+        """The newest checkpoint on disk; one is written now if training was stopped before any."""
+        callback = trainer.checkpoint_callback
+        for path in (getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")):
+            if path and Path(path).is_file():
+                return path
+        if trainer.world_size != 1 or callback is None or getattr(callback, "dirpath", None) is None:
+            return None  # a checkpoint now would need every rank (a collective save)
+        path = str(Path(callback.dirpath) / "interrupted.ckpt")
+        trainer.save_checkpoint(path)
+        return path
+
+
+def _log_file_as(client: Any, run_id: str, source: str | Path, artifact: str, tmp: Path) -> None:
+    """Log ``source`` under the artifact path ``artifact`` (folder and file name)."""
+    folder, name = os.path.split(artifact)
+    staged = tmp / "stage" / name
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, staged)
+    client.log_artifact(run_id, str(staged), folder or None)
+    staged.unlink()
+
+
+def _write_chart(fig: Any, path: Path) -> None:
+    fig.write_html(str(path), include_plotlyjs="cdn", full_html=True)
+
+
+def _log_json_and_chart(client: Any, run_id: str, doc: dict, json_path: str, html_path: str, fig: Any, tmp: Path):
+    folder = tmp / "report" / os.path.dirname(json_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / os.path.basename(json_path)).write_text(json.dumps(doc, allow_nan=False))
+    _write_chart(fig, folder / os.path.basename(html_path))
+    client.log_artifact(run_id, str(folder / os.path.basename(json_path)), os.path.dirname(json_path))
+    client.log_artifact(run_id, str(folder / os.path.basename(html_path)), os.path.dirname(html_path))
+
+
+def log_posterior_summary(client: Any, run_id: str, module: torch.nn.Module, tmp: Path) -> dict:
+    """Log ``posterior/summary.json`` and ``posterior/posterior.html``; returns the summary."""
+    from lightning_bnn.reports import posterior_figure, posterior_summary
+
+    summary = posterior_summary(module)
+    _log_json_and_chart(
+        client, run_id, summary, artifacts.POSTERIOR_SUMMARY, artifacts.POSTERIOR_CHART, posterior_figure(summary), tmp
+    )
+    return summary
+
+
+def _test_batches(datamodule: Any):
+    for batch in datamodule.test_dataloader():
+        yield batch[0], batch[1]
+
+
+def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, tmp: Path, seed: int = 0) -> None:
+    """Log the test-set reliability diagram (classification) or predictive band (regression).
+
+    Predictions use ``num_samples_eval`` Monte Carlo samples drawn from a seeded generator
+    (``seed``) without disturbing the global random state.
+    """
+    from lightning_bnn.predict import regression_moments
+    from lightning_bnn.reports import predictive_band, predictive_band_figure, reliability, reliability_figure
+
+    was_training = module.training
+    module.eval()
+    xs, ys, predictions = [], [], []
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            for x, y in _test_batches(datamodule):
+                x = x.to(module.device)
+                predictions.append(module.sample_predictions(x))
+                xs.append(x.cpu())
+                ys.append(y.cpu())
+    finally:
+        module.train(was_training)
+    if not ys:
+        return
+    target = torch.cat(ys)
+    if module.hparams.task == "classification":
+        probs = torch.cat([p.mean(dim=0).cpu() for p in predictions])
+        doc = reliability(probs, target)
+        _log_json_and_chart(
+            client, run_id, doc, artifacts.RELIABILITY, artifacts.RELIABILITY_CHART, reliability_figure(doc), tmp
+        )
+        return
+    mean = torch.cat([p[0].cpu() for p in predictions], dim=1)
+    std = torch.cat([p[1].cpu() for p in predictions], dim=1)
+    moments = regression_moments(mean, std)
+    pre = module.hparams.preprocessing or {}
+    x_raw, y_raw = original_units(torch.cat(xs), target, pre)
+    doc = predictive_band(
+        x_raw,
+        y_raw,
+        moments["mean"],
+        moments["std"],
+        feature=(pre.get("feature_names") or ["x"])[0],
+        train_range=pre.get("train_range"),
+    )
+    _log_json_and_chart(
+        client,
+        run_id,
+        doc,
+        artifacts.PREDICTIVE_BAND,
+        artifacts.PREDICTIVE_BAND_CHART,
+        predictive_band_figure(doc),
+        tmp,
+    )
+
+
+def original_units(x: torch.Tensor, y: torch.Tensor, preprocessing: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Undo the tabular standardisation of model-space features ``x`` [B, F] and targets ``y``."""
+    x = x.reshape(x.shape[0], -1).to(torch.float64)
+    y = y.reshape(y.shape[0], -1).to(torch.float64)
+    if "feature_mean" in preprocessing:
+        x = x * torch.tensor(preprocessing["feature_std"], dtype=torch.float64) + torch.tensor(
+            preprocessing["feature_mean"], dtype=torch.float64
+        )
+    y = y * float(preprocessing.get("target_std", 1.0)) + float(preprocessing.get("target_mean", 0.0))
+    return x, y
+
+
+def log_train_sample(client: Any, run_id: str, datamodule: Any, tmp: Path, limit: int | None = None) -> None:
+    """Log ``data/train_sample.csv``: up to ``limit`` training points in original units (regression)."""
+    import numpy as np
+    import pandas as pd
+
+    from lightning_bnn.reports import TRAIN_SAMPLE_MAX
+
+    splits = getattr(datamodule, "splits", None)
+    if splits is None:
+        return
+    limit = limit or TRAIN_SAMPLE_MAX
+    n = splits.x_train.shape[0]
+    index = np.sort(np.random.default_rng(0).permutation(n)[:limit]) if n > limit else np.arange(n)
+    pre = getattr(datamodule, "preprocessing", {}) or {}
+    x, y = original_units(splits.x_train[index], splits.y_train[index], pre)
+    features = pre.get("feature_names") or [f"x{i}" for i in range(x.shape[1])]
+    targets = pre.get("target_names") or (["y"] if y.shape[1] == 1 else [f"y{i}" for i in range(y.shape[1])])
+    frame = pd.DataFrame({**dict(zip(features, x.T.numpy())), **dict(zip(targets, y.T.numpy()))})
+    path = tmp / "data" / os.path.basename(artifacts.TRAIN_SAMPLE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    client.log_artifact(run_id, str(path), os.path.dirname(artifacts.TRAIN_SAMPLE))
+
+
+# -- the MLflow pyfunc model -------------------------------------------------------------------------
+def pyfunc_input_example(module: Any, datamodule: Any) -> Any | None:
+    """Two training inputs in the pyfunc's input units (raw tabular features, model-space images)."""
+    splits = getattr(datamodule, "splits", None)
+    if splits is None:
+        return None
+    x = splits.x_train[:2].to(torch.float64)
+    pre = module.hparams.preprocessing or {}
+    if pre.get("kind") == "tabular" and "feature_mean" in pre:
+        x, _ = original_units(x, torch.zeros(x.shape[0]), pre)
+    return x.to(torch.float32).numpy()
+
+
+def pip_requirements() -> list[str]:
+    """Exact pins of the packages the pyfunc model imports (from this environment)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in PYFUNC_PACKAGES:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tmp: Path) -> None:
+    """Log the run's MLflow pyfunc model under ``pyfunc/`` as a model from code.
+
+    ``python_model`` is the *path* of :mod:`lightning_bnn.pyfunc_model` (no pickle); the
+    safetensors weights in ``model_dir`` ride along as its artifact. The signature
+    (tensor input, DataFrame output, params ``num_samples`` and ``seed``) is inferred
+    from a prediction on ``example``.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from lightning_bnn import pyfunc_model
+    from lightning_bnn.serialization import load_model_dir
+
+    module = load_model_dir(model_dir)
+    params = {"num_samples": int(module.hparams.num_samples_eval), "seed": 0}
+    output = pyfunc_model.predict_frame(module, example, params)
+    signature = infer_signature(example, output, params=params)
+    mlflow.pyfunc.save_model(
+        path=str(tmp),
+        python_model=pyfunc_model.__file__,
+        artifacts={pyfunc_model.MODEL_ARTIFACT: str(model_dir)},
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(),
+    )
+    client.log_artifacts(run_id, str(tmp), artifacts.PYFUNC_MODEL)
+
+
+# -- loading a run back ------------------------------------------------------------------------------
+def parse_run(run: str) -> str:
+    """The run id in ``run`` (an id or a ``runs:/<run_id>[/path]`` URI)."""
+    if not isinstance(run, str) or not run.strip():
+        raise ModelLoadError(f"expected a run id or 'runs:/<run_id>', got {run!r}")
+    run_id = run.strip()
+    if run_id.startswith("runs:/"):
+        run_id = run_id[len("runs:/") :].strip("/").split("/")[0]
+    if not run_id or not run_id.replace("-", "").isalnum():
+        raise ModelLoadError(f"{run!r} is not a run id or 'runs:/<run_id>' URI")
+    return run_id
 
 
 def load_model(run: str, tracking_uri: str | None = None):
     """Rebuild the final model of an MLflow run, ready to sample (``eval()`` mode).
+
+    Only ``model/weights.safetensors`` and ``model/model.json`` are read: nothing is
+    unpickled, and nothing in the store is changed.
 
     Args:
         run: a run id, or a ``runs:/<run_id>`` URI.
@@ -211,20 +623,38 @@ def load_model(run: str, tracking_uri: str | None = None):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    run_id = run
-    if run.startswith("runs:/"):
-        run_id = run[len("runs:/") :].strip("/").split("/")[0]
+    run_id = parse_run(run)
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(uri)
     try:
-        client.get_run(run_id)
+        info = client.get_run(run_id).info
     except MlflowException as err:
-        raise ModelLoadError(f"no run {run_id!r} in the store {uri}") from err
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise ModelLoadError(f"no run {run_id!r} in the store {uri}") from err
+        raise ModelLoadError(f"could not read run {run_id!r} from {uri}: {err.message}") from err
+    if info.lifecycle_stage == "deleted":
+        raise ModelLoadError(f"run {run_id} in {uri} is deleted; restore it first")
+    try:
+        present = {Path(f.path).name for f in client.list_artifacts(run_id, artifacts.MODEL_DIR)}
+    except (MlflowException, OSError) as err:
+        raise ModelLoadError(f"could not list the artifacts of run {run_id}: {err}") from err
+    needed = [artifacts.WEIGHTS, artifacts.MODEL_CONFIG]
+    missing = [p for p in needed if Path(p).name not in present]
+    if missing:
+        raise ModelLoadError(
+            f"run {run_id} has no saved model (missing {', '.join(missing)}; the run's status is {info.status}, "
+            "and only runs that finish training save their final weights)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        folder.mkdir()
+        for path in needed:
+            try:
+                local = client.download_artifacts(run_id, path, tmp)
+            except (MlflowException, OSError) as err:
+                raise ModelLoadError(f"could not download {path} of run {run_id}: {err}") from err
+            shutil.move(local, folder / Path(path).name)
         try:
-            local = client.download_artifacts(run_id, MODEL_ARTIFACT_DIR, tmp)
-        except (MlflowException, OSError) as err:
-            raise ModelLoadError(f"run {run_id} has no saved model (artifact '{MODEL_ARTIFACT_DIR}/' missing)") from err
-        if not Path(local).is_dir():
-            raise ModelLoadError(f"run {run_id} has no saved model (artifact '{MODEL_ARTIFACT_DIR}/' missing)")
-        return load_model_dir(local)
+            return load_model_dir(folder)
+        except ModelLoadError as err:
+            raise ModelLoadError(f"run {run_id}: {err}") from err

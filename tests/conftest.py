@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -44,21 +43,23 @@ def train(config: str | Path, uri: str, *extra: str):
     """Train in-process through the real CLI; returns the finished LightningCLI."""
     from lightning_bnn.cli import main
 
-    cwd = os.getcwd()
-    os.chdir(Path(uri[len("sqlite:///") :]).parent.parent if uri.startswith("sqlite:///") else cwd)
-    try:
-        return main(fit_args(config, uri, *extra))
-    finally:
-        os.chdir(cwd)
+    return main(fit_args(config, uri, *extra))
 
 
 @pytest.fixture(scope="session")
-def digits_run(tmp_path_factory) -> tuple[str, str]:
-    """(tracking_uri, run_id) of one small real digits run, shared by the session (read-only!)."""
+def digits_cli(tmp_path_factory):
+    """(tracking_uri, finished LightningCLI) of the shared digits run: its in-memory model (read-only!)."""
     root = tmp_path_factory.mktemp("digits_store")
     (root / "mlruns").mkdir()
     uri = f"sqlite:///{root}/mlruns/mlflow.db"
     cli = train(CONFIGS / "digits.yaml", uri, "--trainer.max_epochs", "3", "--model.hidden_sizes", "[32]")
+    return uri, cli
+
+
+@pytest.fixture(scope="session")
+def digits_run(digits_cli) -> tuple[str, str]:
+    """(tracking_uri, run_id) of one small real digits run, shared by the session (read-only!)."""
+    uri, cli = digits_cli
     return uri, cli.trainer.logger.run_id
 
 

@@ -1,0 +1,265 @@
+r"""What a run's report artifacts contain: pure computations, plus plotly charts of them.
+
+The functions here turn a model or sampled predictions into the JSON documents of
+:mod:`lightning_bnn.artifacts` (histograms, reliability bins, predictive band) and
+those documents into plotly figures. They do no I/O and know nothing of MLflow;
+:mod:`lightning_bnn.tracking` writes their output into a run.
+
+* Posterior summary: per Bayesian layer, histograms of the posterior means mu, the
+  standard deviations sigma = softplus(rho), and the signal-to-noise ratio
+  SNR = |mu| / sigma on a log10 scale (Blundell et al. 2015, section 5.1, use the
+  SNR to prune weights).
+* Reliability diagram (Guo et al. 2017): the top-class confidence
+  c_i = max_k \bar p_{ik} is cut into ``num_bins`` equal-width bins on [0, 1]; bin b
+  reports its mean confidence conf_b, accuracy acc_b and count n_b, and
+  ECE = \sum_b (n_b / n) |acc_b - conf_b|.
+* Predictive band (regression): mean and central 95% interval of the predictive
+  mixture, sorted by the first input feature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lightning_bnn.posterior import GaussianPosterior
+
+#: bins of every posterior histogram
+HISTOGRAM_BINS = 40
+#: equal-width confidence bins of the reliability diagram (as torchmetrics' ECE in metrics.py)
+RELIABILITY_BINS = 15
+#: largest number of training points written to data/train_sample.csv
+TRAIN_SAMPLE_MAX = 2000
+
+
+def histogram(values: np.ndarray | torch.Tensor, bins: int = HISTOGRAM_BINS) -> dict[str, list]:
+    """Histogram ``{"edges": [n+1 floats], "counts": [n ints]}`` of the finite values.
+
+    Equal-width bins spanning the finite values; a constant input gets one unit-wide
+    range around its value, an input with no finite values gets empty counts.
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to("cpu", torch.float64).numpy()
+    values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    if values.size == 0:
+        return {"edges": [0.0, 1.0], "counts": [0]}
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def posterior_layers(module: nn.Module) -> list[tuple[str, str, list[GaussianPosterior]]]:
+    """(name, kind, posteriors) for each layer holding Gaussian posteriors, in module order."""
+    out = []
+    for name, layer in module.named_modules():
+        posteriors = [p for p in layer.children() if isinstance(p, GaussianPosterior)]
+        if posteriors:
+            out.append((name, type(layer).__name__, posteriors))
+    return out
+
+
+def posterior_summary(module: nn.Module, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
+    """The ``posterior/summary.json`` document of a model (empty ``layers`` for non-Bayesian ones).
+
+    Per layer (weights and bias together): histograms of mu, sigma and log10(|mu| / sigma),
+    plus the same log10 SNR histogram over all layers.
+    """
+    layers = []
+    all_snr = []
+    with torch.no_grad():
+        for name, kind, posteriors in posterior_layers(module):
+            mu = torch.cat([p.mu.detach().reshape(-1).cpu() for p in posteriors])
+            sigma = torch.cat([p.sigma.detach().reshape(-1).cpu() for p in posteriors])
+            snr = log10_snr(mu, sigma)
+            all_snr.append(snr)
+            layers.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "num_weights": int(mu.numel()),
+                    "mu": histogram(mu, bins),
+                    "sigma": histogram(sigma, bins),
+                    "log10_snr": histogram(snr, bins),
+                }
+            )
+    everything = torch.cat(all_snr) if all_snr else torch.empty(0)
+    return {"layers": layers, "all": {"log10_snr": histogram(everything, bins)}}
+
+
+def log10_snr(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """log10(|mu| / sigma), elementwise; zero means give -inf (dropped by :func:`histogram`)."""
+    return torch.log10(mu.abs()) - torch.log10(sigma)
+
+
+def reliability(probs: torch.Tensor, target: torch.Tensor, num_bins: int = RELIABILITY_BINS) -> dict[str, Any]:
+    r"""The ``evaluation/reliability.json`` document of predictive probabilities.
+
+    Args:
+        probs: predictive class probabilities \bar p [B, C] (already averaged over samples).
+        target: class indices [B].
+        num_bins: equal-width confidence bins on [0, 1].
+
+    Returns:
+        ``{"num_bins", "ece", "bins": [{"lower", "upper", "confidence", "accuracy", "count"}]}``;
+        an empty bin has ``confidence`` and ``accuracy`` None. A confidence equal to a
+        bin's upper edge belongs to that bin (bins are (lower, upper], the first [0, upper]).
+    """
+    if probs.dim() != 2 or target.shape != probs.shape[:1]:
+        raise ValueError(f"expected probs [B, C] and target [B], got {tuple(probs.shape)} and {tuple(target.shape)}")
+    confidence, predicted = probs.detach().to(torch.float64).max(dim=1)
+    correct = (predicted == target.to(predicted.device)).to(torch.float64)
+    edges = torch.linspace(0.0, 1.0, num_bins + 1, dtype=torch.float64)
+    index = (torch.bucketize(confidence, edges, right=False) - 1).clamp(0, num_bins - 1)
+    bins = []
+    ece = 0.0
+    n = max(int(confidence.numel()), 1)
+    for b in range(num_bins):
+        mask = index == b
+        count = int(mask.sum())
+        if count:
+            conf = float(confidence[mask].mean())
+            acc = float(correct[mask].mean())
+            ece += count / n * abs(acc - conf)
+        else:
+            conf = acc = None
+        bins.append(
+            {
+                "lower": float(edges[b]),
+                "upper": float(edges[b + 1]),
+                "confidence": conf,
+                "accuracy": acc,
+                "count": count,
+            }
+        )
+    return {"num_bins": num_bins, "ece": ece, "bins": bins}
+
+
+def predictive_band(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    feature: str = "x",
+    train_range: Sequence[float] | None = None,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """The ``evaluation/predictive_band.json`` document: mean and central interval sorted by x.
+
+    Args:
+        x: inputs in original units [B, F] (the first feature is plotted) or [B].
+        target: targets [B, D] or [B] (the first target is used).
+        mean: predictive mean [B, D] or [B].
+        std: total predictive std [B, D] or [B]; the band is mean -+ z std (z = 1.96 at 95%).
+        feature: name of the plotted feature.
+        train_range: [low, high] of the training inputs, if known.
+        level: coverage of the central interval.
+    """
+    from lightning_bnn.predict import normal_quantile
+
+    def first(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().to("cpu", torch.float64)
+        return t.reshape(t.shape[0], -1)[:, 0]
+
+    xs, ys, ms, ss = first(x), first(target), first(mean), first(std)
+    order = torch.argsort(xs, stable=True)
+    z = normal_quantile(level)
+    return {
+        "feature": feature,
+        "x": xs[order].tolist(),
+        "target": ys[order].tolist(),
+        "mean": ms[order].tolist(),
+        "lower": (ms - z * ss)[order].tolist(),
+        "upper": (ms + z * ss)[order].tolist(),
+        "train_range": [float(v) for v in train_range] if train_range is not None else None,
+    }
+
+
+# -- charts ----------------------------------------------------------------------------------------
+def _bar(hist: dict[str, list], name: str) -> Any:
+    import plotly.graph_objects as go
+
+    edges = hist["edges"]
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    return go.Bar(x=centres, y=hist["counts"], width=widths, name=name, showlegend=False)
+
+
+def posterior_figure(summary: dict[str, Any]) -> Any:
+    """Plotly figure of a posterior summary: one row per layer, columns mu / sigma / log10 SNR."""
+    from plotly.subplots import make_subplots
+
+    layers = summary.get("layers") or []
+    rows = max(len(layers), 1)
+    titles = [f"{layer['name']} {q}" for layer in layers for q in ("mu", "sigma", "log10 |mu|/sigma")]
+    fig = make_subplots(rows=rows, cols=3, subplot_titles=titles or None)
+    for r, layer in enumerate(layers, start=1):
+        for c, key in enumerate(("mu", "sigma", "log10_snr"), start=1):
+            fig.add_trace(_bar(layer[key], f"{layer['name']} {key}"), row=r, col=c)
+    fig.update_layout(
+        title="Posterior: mu, sigma and signal-to-noise ratio per layer" if layers else "No Bayesian layers",
+        height=max(300, 260 * rows),
+        bargap=0,
+    )
+    return fig
+
+
+def reliability_figure(doc: dict[str, Any]) -> Any:
+    """Plotly reliability diagram: accuracy per confidence bin against the diagonal."""
+    import plotly.graph_objects as go
+
+    bins = doc["bins"]
+    centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=centres,
+            y=[b["accuracy"] if b["accuracy"] is not None else 0.0 for b in bins],
+            width=[b["upper"] - b["lower"] for b in bins],
+            name="accuracy",
+            customdata=[b["count"] for b in bins],
+            hovertemplate="confidence bin %{x:.2f}<br>accuracy %{y:.3f}<br>n=%{customdata}<extra></extra>",
+        )
+    )
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line={"dash": "dash"}))
+    fig.update_layout(
+        title=f"Reliability on the test set (ECE {doc['ece']:.4f}, {doc['num_bins']} bins)",
+        xaxis_title="confidence",
+        yaxis_title="accuracy",
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1],
+        bargap=0,
+    )
+    return fig
+
+
+def predictive_band_figure(doc: dict[str, Any]) -> Any:
+    """Plotly chart of the predictive mean, its 95% band and the test targets."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=doc["x"], y=doc["upper"], mode="lines", line={"width": 0}, showlegend=False))
+    fig.add_trace(
+        go.Scatter(x=doc["x"], y=doc["lower"], mode="lines", line={"width": 0}, fill="tonexty", name="95% band")
+    )
+    fig.add_trace(go.Scatter(x=doc["x"], y=doc["mean"], mode="lines", name="predictive mean"))
+    fig.add_trace(go.Scatter(x=doc["x"], y=doc["target"], mode="markers", name="test targets", marker={"size": 4}))
+    if doc.get("train_range"):
+        low, high = doc["train_range"]
+        fig.add_vrect(x0=low, x1=high, opacity=0.08, line_width=0, annotation_text="training range")
+    fig.update_layout(title="Predictive band on the test inputs", xaxis_title=doc["feature"], yaxis_title="target")
+    return fig
+
+
+def finite_or_none(value: float) -> float | None:
+    """A float for JSON, with NaN and infinities as None."""
+    return value if math.isfinite(value) else None
