@@ -40,7 +40,22 @@ ECE_BINS = 15
 
 
 class ClassificationMetrics(nn.Module):
-    """Accuracy, NLL, Brier, ECE, entropy and mutual information of sampled class probabilities."""
+    r"""Accuracy, NLL, Brier, ECE, entropy and mutual information of sampled class probabilities.
+
+    For N examples with targets y_n and predictive \bar p_n = \frac1S \sum_s p_{s,n}:
+
+    * ``acc`` = \frac1N \sum_n [\arg\max_c \bar p_{n,c} = y_n];
+    * ``nll`` = -\frac1N \sum_n \log \bar p_{n,y_n} (probabilities clamped at 1e-12);
+    * ``brier`` = \frac1N \sum_n \sum_c (\bar p_{n,c} - [y_n = c])^2 (Brier 1950; in [0, 2]);
+    * ``ece`` = \sum_{b=1}^{15} \frac{|B_b|}{N} |acc(B_b) - conf(B_b)|, where B_b holds the
+      examples whose confidence \max_c \bar p_{n,c} falls in [(b-1)/15, b/15) (Naeini et al. 2015,
+      Guo et al. 2017; torchmetrics ``MulticlassCalibrationError(n_bins=15, norm="l1")``);
+    * ``entropy`` = \frac1N \sum_n H[\bar p_n] and ``mi`` = \frac1N \sum_n (H[\bar p_n] -
+      \frac1S \sum_s H[p_{s,n}]), in nats (:func:`~lightning_bnn.predict.mutual_information`).
+
+    Args:
+        num_classes: number of classes C.
+    """
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -54,7 +69,8 @@ class ClassificationMetrics(nn.Module):
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
         """Accumulate a batch: probs [S, B, C], target [B] class indices."""
-        mean = probs.mean(dim=0)
+        # clamped so that torchmetrics never mistakes rounding above 1 for logits (it would softmax them)
+        mean = probs.mean(dim=0).clamp(0.0, 1.0)
         self.acc.update(mean, target)
         self.ece.update(mean, target)
         self.nll.update(-torch.log(mean.gather(1, target[:, None]).squeeze(1).clamp_min(1e-12)))
@@ -74,7 +90,19 @@ class ClassificationMetrics(nn.Module):
 
 
 class RegressionMetrics(nn.Module):
-    """RMSE, predictive NLL, 95% interval coverage and width of a Gaussian predictive mixture."""
+    r"""RMSE, predictive NLL, 95% interval coverage and width of a Gaussian predictive mixture.
+
+    For N targets y_n (D values each) and per-sample means m_{s,n} and noise stds
+    s_{s,n}, the predictive is the mixture \frac1S \sum_s N(m_{s,n}, s_{s,n}^2) with mean
+    \mu_n = \frac1S \sum_s m_{s,n} and variance \sigma_n^2 = \frac1S \sum_s s_{s,n}^2 +
+    \mathrm{Var}_s\, m_{s,n}:
+
+    * ``rmse`` = \sqrt{\frac{1}{ND} \sum_{n,d} (y_{n,d} - \mu_{n,d})^2};
+    * ``nll`` = -\frac1N \sum_n \log \frac1S \sum_s \prod_d N(y_{n,d}; m_{s,n,d}, s_{s,n,d}^2);
+    * ``picp95`` = \frac{1}{ND} \sum_{n,d} [|y_{n,d} - \mu_{n,d}| \le 1.96\, \sigma_{n,d}]
+      (coverage of the Gaussian-moment 95% interval; ideal 0.95);
+    * ``width95`` = \frac{1}{ND} \sum_{n,d} 2 \cdot 1.96\, \sigma_{n,d}.
+    """
 
     def __init__(self) -> None:
         super().__init__()

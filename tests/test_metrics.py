@@ -1,0 +1,130 @@
+"""Each metric against a hand-computed example."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightning_bnn.metrics import ECE_BINS, ClassificationMetrics, RegressionMetrics
+
+LOG2 = math.log(2.0)
+
+
+def _group(n: int, confidence: float, correct: int, num_classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """n examples predicting class 0 with ``confidence``; the first ``correct`` of them are class 0."""
+    rest = (1.0 - confidence) / (num_classes - 1)
+    probs = torch.full((n, num_classes), rest)
+    probs[:, 0] = confidence
+    target = torch.ones(n, dtype=torch.long)
+    target[:correct] = 0
+    return probs, target
+
+
+def _classification(probs: torch.Tensor, target: torch.Tensor, num_classes: int = 3) -> dict[str, float]:
+    metrics = ClassificationMetrics(num_classes)
+    if probs.dim() == 2:
+        probs = probs.unsqueeze(0)
+    metrics.update(probs, target)
+    return {k: float(v) for k, v in metrics.compute().items()}
+
+
+def test_ece_is_zero_when_perfectly_calibrated():
+    # confidence 0.8 with 8/10 right, confidence 0.6 with 6/10 right: accuracy equals confidence in each bin
+    p1, t1 = _group(10, 0.8, 8)
+    p2, t2 = _group(10, 0.6, 6)
+    values = _classification(torch.cat([p1, p2]), torch.cat([t1, t2]))
+    assert values["ece"] == pytest.approx(0.0, abs=1e-6)
+    assert values["acc"] == pytest.approx(0.7)
+
+
+def test_ece_of_a_badly_calibrated_case():
+    # 10 examples at confidence 0.9 with half right (gap 0.4), 30 calibrated at 0.7: ECE = 10/40 * 0.4 = 0.1
+    p1, t1 = _group(10, 0.9, 5)
+    p2, t2 = _group(30, 0.7, 21)
+    values = _classification(torch.cat([p1, p2]), torch.cat([t1, t2]))
+    assert values["ece"] == pytest.approx(0.1, abs=1e-6)
+    # overconfident everywhere: confidence 0.95, all wrong -> ECE = 0.95
+    p, t = _group(7, 0.95, 0)
+    assert _classification(p, t)["ece"] == pytest.approx(0.95, abs=1e-6)
+
+
+def test_ece_matches_an_independent_15_bin_computation():
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(500, 4, generator=gen), dim=-1)
+    target = torch.randint(0, 4, (500,), generator=gen)
+    conf, pred = probs.max(dim=1)
+    correct = (pred == target).double()
+    edges = torch.linspace(0, 1, ECE_BINS + 1, dtype=torch.float64)
+    expected = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf.double() >= lo) & (conf.double() < hi)
+        if inside.any():
+            expected += inside.double().mean() * abs(correct[inside].mean() - conf.double()[inside].mean())
+    assert _classification(probs, target, 4)["ece"] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_nll_brier_and_accuracy_by_hand():
+    # two samples [0.6, 0.4] and [0.8, 0.2]: predictive [0.7, 0.3]; second example predictive [0.25, 0.75]
+    probs = torch.tensor([[[0.6, 0.4], [0.2, 0.8]], [[0.8, 0.2], [0.3, 0.7]]])
+    target = torch.tensor([0, 0])
+    values = _classification(probs, target, 2)
+    assert values["nll"] == pytest.approx((-math.log(0.7) - math.log(0.25)) / 2, rel=1e-5)
+    assert values["brier"] == pytest.approx((2 * 0.3**2 + 2 * 0.75**2) / 2, rel=1e-5)
+    assert values["acc"] == pytest.approx(0.5)
+
+
+def test_entropy_and_mutual_information_of_constructed_samples():
+    # example 1: samples disagree completely ([1, 0] and [0, 1]): H = log 2, aleatoric 0, MI = log 2
+    # example 2: samples agree on [0.5, 0.5]: H = log 2, aleatoric log 2, MI = 0
+    probs = torch.tensor([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.5, 0.5]]])
+    values = _classification(probs, torch.tensor([0, 1]), 2)
+    assert values["entropy"] == pytest.approx(LOG2, rel=1e-6)
+    assert values["mi"] == pytest.approx(LOG2 / 2, rel=1e-6)
+    # four equally likely one-hot samples over 4 classes: H = MI = log 4
+    one_hot = torch.eye(4).unsqueeze(1)
+    values = _classification(one_hot, torch.tensor([0]), 4)
+    assert values["entropy"] == pytest.approx(math.log(4), rel=1e-6)
+    assert values["mi"] == pytest.approx(math.log(4), rel=1e-6)
+
+
+def test_metrics_accumulate_over_batches_and_reset():
+    p1, t1 = _group(10, 0.9, 5)
+    p2, t2 = _group(30, 0.7, 21)
+    metrics = ClassificationMetrics(3)
+    metrics.update(p1.unsqueeze(0), t1)
+    metrics.update(p2.unsqueeze(0), t2)
+    assert float(metrics.compute()["ece"]) == pytest.approx(0.1, abs=1e-6)
+    metrics.reset()
+    metrics.update(p2.unsqueeze(0), t2)
+    assert float(metrics.compute()["ece"]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_regression_metrics_by_hand():
+    z = 1.959963984540054
+    # example 1: samples N(0, 1) and N(2, 1), target 1 -> mean 1, variance 1 + 1 = 2, inside the interval
+    # example 2: both samples N(0, 0.5^2), target 2 -> error 2 > 1.96 * 0.5, outside
+    mean = torch.tensor([[[0.0], [0.0]], [[2.0], [0.0]]])
+    std = torch.tensor([[[1.0], [0.5]], [[1.0], [0.5]]])
+    target = torch.tensor([[1.0], [2.0]])
+    metrics = RegressionMetrics()
+    metrics.update(mean, std, target)
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    nll1 = half_log_2pi + 0.5  # -log N(1; 0, 1) = -log N(1; 2, 1)
+    nll2 = math.log(0.5) + half_log_2pi + 0.5 * (2 / 0.5) ** 2
+    assert values["rmse"] == pytest.approx(math.sqrt((0 + 4) / 2), rel=1e-6)
+    assert values["nll"] == pytest.approx((nll1 + nll2) / 2, rel=1e-5)
+    assert values["picp95"] == pytest.approx(0.5)
+    assert values["width95"] == pytest.approx((2 * z * math.sqrt(2) + 2 * z * 0.5) / 2, rel=1e-5)
+
+
+def test_regression_coverage_of_a_calibrated_gaussian_is_near_95_percent():
+    gen = torch.Generator().manual_seed(1)
+    target = torch.randn(20000, 1, generator=gen)
+    metrics = RegressionMetrics()
+    metrics.update(torch.zeros(1, 20000, 1), torch.ones(1, 20000, 1), target)
+    values = metrics.compute()
+    assert float(values["picp95"]) == pytest.approx(0.95, abs=0.01)
+    assert float(values["rmse"]) == pytest.approx(1.0, abs=0.02)

@@ -1,0 +1,170 @@
+"""SNR pruning: masks by hand, 0% changes nothing, 100% of a layer, counts, the sparse file, the command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lightning_bnn.module import BNNModule
+from lightning_bnn.prune import (
+    SNR_CHART,
+    SNR_RECORD,
+    TABLE,
+    PruneError,
+    apply_masks,
+    check_fraction,
+    load_pruned,
+    main,
+    prune_masks,
+    save_pruned,
+    snr_record,
+    weight_snr,
+)
+
+
+def _model(seed: int = 0) -> BNNModule:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = BNNModule(input_shape=[1, 8, 8], num_outputs=10, hidden_sizes=[16], rho_init=-3.0)
+        # make the SNRs distinct and spread, as after training
+        for module in model.net.modules():
+            if hasattr(module, "weight") and hasattr(module.weight, "rho"):
+                module.weight.rho.data.uniform_(-6.0, 0.0)
+    return model.eval()
+
+
+def _mean_outputs(model: BNNModule, x: torch.Tensor) -> torch.Tensor:
+    from lightning_bnn.layers import set_predict_estimator
+
+    set_predict_estimator(model.net, "mean")
+    try:
+        return model.net(x, 1)[0]
+    finally:
+        set_predict_estimator(model.net, "auto")
+
+
+def test_masks_by_hand():
+    snr = {"a": torch.tensor([[3.0, 1.0], [2.0, 5.0]]), "b": torch.tensor([4.0, 0.5])}
+    masks = prune_masks(snr, 0.5)  # remove the 3 lowest of 6: 0.5, 1, 2 (global across tensors)
+    assert masks["a"].tolist() == [[True, False], [False, True]]
+    assert masks["b"].tolist() == [True, False]
+    assert all(m.all() for m in prune_masks(snr, 0.0).values())
+    assert not any(m.any() for m in prune_masks(snr, 1.0).values())
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.75, 0.95, 0.98, 1.0])
+def test_count_left_matches_fraction(fraction):
+    snr = weight_snr(_model())
+    total = sum(v.numel() for v in snr.values())
+    left = sum(int(m.sum()) for m in prune_masks(snr, fraction).values())
+    assert left == total - round(fraction * total)
+    # the removed ones have the lowest SNR
+    if 0 < left < total:
+        masks = prune_masks(snr, fraction)
+        kept = torch.cat([v[masks[k]] for k, v in snr.items()])
+        removed = torch.cat([v[~masks[k]] for k, v in snr.items()])
+        assert float(removed.max()) <= float(kept.min())
+
+
+def test_snr_covers_weights_not_biases():
+    model = _model()
+    snr = weight_snr(model)
+    assert set(snr) == {"net.layers.1.weight", "net.layers.3.weight"}
+    assert sum(v.numel() for v in snr.values()) == 64 * 16 + 16 * 10
+    layer = model.net.layers[1]
+    assert torch.allclose(snr["net.layers.1.weight"], layer.weight.mu.abs() / layer.weight.sigma)
+
+
+def test_removing_nothing_changes_nothing():
+    model = _model()
+    x = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = _mean_outputs(model, x)
+    apply_masks(model, prune_masks(weight_snr(model), 0.0))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before_state[key]), key
+    assert torch.equal(_mean_outputs(model, x), before)
+
+
+def test_removing_all_of_a_layer_makes_the_output_independent_of_the_input():
+    model = _model()
+    snr = weight_snr(model)
+    masks = prune_masks({"net.layers.1.weight": snr["net.layers.1.weight"]}, 1.0)
+    apply_masks(model, masks)
+    assert float(model.net.layers[1].weight.mu.detach().abs().max()) == 0.0
+    assert float(model.net.layers[1].weight.sigma.detach().max()) < 1e-10
+    assert model.net.layers[3].weight.mu.abs().sum() > 0  # the other layer is untouched
+    x = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = _mean_outputs(model, x)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, out[:1].expand_as(out))  # every input gets the bias-only output
+    probs = model.sample_predictions(x, 5)  # sampling still works: removed weights have sigma ~ 0
+    assert torch.isfinite(probs).all() and torch.allclose(probs, probs[:, :1].expand_as(probs), atol=1e-6)
+
+
+def test_pruned_file_is_smaller_and_round_trips(tmp_path):
+    model = _model()
+    dense = save_pruned(model, prune_masks(weight_snr(model), 0.0), tmp_path / "p0.safetensors", 0.0)
+    masks = prune_masks(weight_snr(model), 0.95)
+    apply_masks(model, masks)
+    sparse = save_pruned(model, masks, tmp_path / "p95.safetensors", 0.95)
+    assert sparse < dense / 5
+    restored = load_pruned(tmp_path / "p95.safetensors", _model(seed=1))
+    for key, value in model.state_dict().items():
+        assert torch.allclose(restored.state_dict()[key], value), key
+
+
+def test_bad_inputs_have_clear_errors(tmp_path):
+    with pytest.raises(PruneError, match="fractions must lie in"):
+        check_fraction(1.5)
+    with pytest.raises(PruneError, match="no Bayesian weights"):
+        prune_masks({}, 0.5)
+    (tmp_path / "x.safetensors").write_bytes(b"")
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(PruneError, match="not a lightning_bnn.pruned file"):
+        load_pruned(tmp_path / "x.safetensors", _model())
+
+
+def test_snr_record_density_integrates_to_one():
+    record = snr_record(weight_snr(_model()), bins=20)
+    edges, density = record["density"]["edges"], record["density"]["density"]
+    width = edges[1] - edges[0]
+    assert sum(density) * width == pytest.approx(1.0, rel=1e-6)
+    assert record["cdf"]["fraction"][-1] == pytest.approx(1.0)
+    assert record["cdf"]["db"] == sorted(record["cdf"]["db"])
+
+
+def test_prune_command_logs_a_child_run(digits_run, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    uri, run_id = digits_run
+    code = main([run_id, "--fractions", "0", "0.5", "0.98", "--tracking-uri", uri, "--save-dir", str(tmp_path)])
+    assert code == 0
+    client = MlflowClient(uri)
+    parent = client.get_run(run_id)
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    assert len(children) >= 1
+    child = children[0]
+    assert child.info.status == "FINISHED"
+    paths = {a.path for a in client.list_artifacts(child.info.run_id, "pruning")}
+    assert {TABLE, SNR_RECORD, SNR_CHART} <= paths
+    with open(client.download_artifacts(child.info.run_id, TABLE)) as handle:
+        table = json.load(handle)
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    total = int(child.data.params["total_weights"])
+    assert [r["weights_left"] for r in rows] == [total, total - round(0.5 * total), total - round(0.98 * total)]
+    # 0% is the unpruned posterior-mean network: its error is that of a trained model
+    assert rows[0]["test_error"] < 0.5
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["model.json", "pruned-0.safetensors", "pruned-50.safetensors", "pruned-98.safetensors"]
+    assert (tmp_path / "pruned-98.safetensors").stat().st_size < (tmp_path / "pruned-0.safetensors").stat().st_size
+    assert "weights left" in capsys.readouterr().out
+
+
+def test_prune_command_refuses_unknown_run(digits_run, capsys):
+    assert main(["0123456789abcdef", "--tracking-uri", digits_run[0]]) == 2
+    assert "no run" in capsys.readouterr().out
