@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 #: command name -> "module:function"; each function takes argv (without the command) and returns an exit code
@@ -23,9 +24,14 @@ def run(argv: list[str]) -> int:
     if argv and argv[0] in COMMANDS:
         module_name, function = COMMANDS[argv[0]].split(":")
         return int(getattr(importlib.import_module(module_name), function)(argv[1:]) or 0)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from lightning_bnn.cli import main
 
-    main(argv)
+    try:
+        main(argv)
+    except SIGTERMException:  # Lightning stopped training cleanly on SIGTERM (the run is KILLED): not a success
+        return 128 + signal.SIGTERM
     return 0
 
 
