@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -49,8 +50,6 @@ class Stall(L.Callback):
 
 
 def callbacks(class_name: str, **init_args) -> list[str]:
-    import json
-
     return ["--trainer.callbacks", json.dumps([{"class_path": f"test_lifecycle.{class_name}", "init_args": init_args}])]
 
 
@@ -71,21 +70,29 @@ def test_exception_mid_epoch_ends_failed_with_the_error(tracking_uri):
     assert artifacts.LAST_CHECKPOINT not in {a.path for a in MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
 
 
-def test_ctrl_c_ends_killed_with_the_last_checkpoint(tracking_uri):
-    with pytest.raises(SystemExit):  # Lightning turns KeyboardInterrupt into a graceful exit(1)
-        train(
-            CONFIGS / "digits.yaml",
-            tracking_uri,
-            "--trainer.max_epochs",
-            "3",
-            *TINY,
-            *callbacks("RaiseAt", interrupt=True),
-        )
+def test_ctrl_c_in_the_first_epoch_ends_killed_with_a_checkpoint_of_that_moment(tracking_uri, tmp_path):
+    interrupt = callbacks("RaiseAt", epoch=0, batch=2, interrupt=True)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning turns KeyboardInterrupt into a graceful exit(1)
+            train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *TINY, *interrupt)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C after the first
     run = only_run(tracking_uri)
     assert run.info.status == "KILLED"
     assert run.data.tags["error.type"] == "KeyboardInterrupt"
-    files = {a.path for a in MlflowClient(tracking_uri).list_artifacts(run.info.run_id, artifacts.CHECKPOINT_DIR)}
-    assert artifacts.LAST_CHECKPOINT in files
+    client = MlflowClient(tracking_uri)
+    ckpt = client.download_artifacts(run.info.run_id, artifacts.LAST_CHECKPOINT, str(tmp_path))
+    checkpoint = torch.load(ckpt, weights_only=True, map_location="cpu")
+    assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 2  # stopped before the third batch
+
+    # resuming with a changed param: same run, the change recorded in a tag (MLflow params are immutable)
+    cli = train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "1", *TINY, "--ckpt_path", ckpt)
+    assert cli.trainer.logger.run_id == run.info.run_id
+    resumed = client.get_run(run.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.params["trainer.max_epochs"] == "3"
+    assert json.loads(resumed.data.tags["resume.changed_params"]) == {"trainer.max_epochs": ["3", "1"]}
 
 
 def test_sigterm_ends_killed_with_a_checkpoint_and_fit_resumes_the_same_run(tracking_uri, tmp_path):
