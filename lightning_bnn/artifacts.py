@@ -15,6 +15,11 @@ Paths are relative to the run's artifact root::
     evaluation/predictive_band.json      regression: predictive mean and 95% band on the test inputs
     evaluation/predictive_band.html
     data/train_sample.csv                regression: up to 2,000 training points (for the dashboard's fan chart)
+    evaluation/ood_entropy.json          classification: OOD entropy histograms and AUROCs (schema in lightning_bnn.ood)
+    evaluation/ood_entropy.html
+    pruning/table.json                   child runs of ``prune``: fraction, weights_left, test error (MLflow table)
+    pruning/snr.json                     child runs of ``prune``: SNR density and CDF in dB (lightning_bnn.prune)
+    pruning/snr.html
 
 JSON schemas:
 
@@ -43,3 +48,8 @@ RELIABILITY_CHART = "evaluation/reliability.html"
 PREDICTIVE_BAND = "evaluation/predictive_band.json"
 PREDICTIVE_BAND_CHART = "evaluation/predictive_band.html"
 TRAIN_SAMPLE = "data/train_sample.csv"
+OOD_HISTOGRAM = "evaluation/ood_entropy.json"
+OOD_HISTOGRAM_CHART = "evaluation/ood_entropy.html"
+PRUNING_TABLE = "pruning/table.json"
+PRUNING_SNR = "pruning/snr.json"
+PRUNING_SNR_CHART = "pruning/snr.html"

@@ -38,10 +38,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import BinaryAUROC
 
+from lightning_bnn.artifacts import OOD_HISTOGRAM, OOD_HISTOGRAM_CHART
 from lightning_bnn.predict import mutual_information, predictive_entropy
 
-OOD_HISTOGRAM = "evaluation/ood_entropy.json"
-OOD_HISTOGRAM_CHART = "evaluation/ood_entropy.html"
 #: default cap on the in-distribution and on each OOD set's size
 MAX_EXAMPLES = 2000
 HISTOGRAM_BINS = 30

@@ -50,16 +50,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from lightning_bnn.artifacts import PRUNING_SNR, PRUNING_SNR_CHART, PRUNING_TABLE
 from lightning_bnn.layers import BayesianModule, set_predict_estimator
 
 PRUNED_FORMAT = "lightning_bnn.pruned"
 PRUNED_FORMAT_VERSION = "1"
 #: rho of a removed weight: sigma = softplus(-30) ~ 1e-13, i.e. effectively 0
 PRUNED_RHO = -30.0
-TABLE = "pruning/table.json"
+TABLE = PRUNING_TABLE
 TABLE_MD = "pruning/table.md"
-SNR_RECORD = "pruning/snr.json"
-SNR_CHART = "pruning/snr.html"
+SNR_RECORD = PRUNING_SNR
+SNR_CHART = PRUNING_SNR_CHART
 SNR_BINS = 100
 
 #: data modules a run's config.yaml may name (nothing else is imported by name)
