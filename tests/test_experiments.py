@@ -78,3 +78,25 @@ def test_write_section_replaces_only_its_block(tmp_path):
     text = doc.read_text()
     assert text.count("<!-- experiments:a:start -->") == 1
     assert "second" in text and "first" not in text and "other" in text and "Prose stays." in text
+
+
+@pytest.mark.parametrize("base", ["fashion_mnist.yaml", "mnist.yaml"])
+@pytest.mark.parametrize(
+    "variant", ["bbb_gaussian.yaml", "bbb_scale_mixture.yaml", "deterministic.yaml", "mc_dropout.yaml"]
+)
+def test_experiment_configs_compose(base, variant, capsys):
+    """Every base + variant parses into a valid config (nothing is loaded or downloaded)."""
+    import yaml
+
+    from lightning_bnn.cli import main as cli_main
+    from lightning_bnn.experiments import EXPERIMENT_CONFIGS
+
+    args = ["fit", "--config", str(EXPERIMENT_CONFIGS / base), "--config", str(EXPERIMENT_CONFIGS / variant)]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    expected = yaml.safe_load((EXPERIMENT_CONFIGS / variant).read_text())["model"]
+    assert config["model"]["layer_type"] == expected["layer_type"]
+    if "prior" in expected:
+        assert config["model"]["prior"]["name"] == expected["prior"]["name"]
