@@ -53,16 +53,30 @@ def callbacks(class_name: str, **init_args) -> list[str]:
     return ["--trainer.callbacks", json.dumps([{"class_path": f"test_lifecycle.{class_name}", "init_args": init_args}])]
 
 
-def only_run(uri: str):
-    runs = MlflowClient(uri).search_runs(MlflowClient(uri).search_experiments()[0].experiment_id)
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory) -> str:
+    """One store for the module (a new SQLite store costs seconds); each test has its own experiment."""
+    root = tmp_path_factory.mktemp("lifecycle_store")
+    return f"sqlite:///{root}/mlflow.db"
+
+
+@pytest.fixture
+def tiny(request) -> tuple[str, ...]:
+    """CLI arguments of a tiny model, in an experiment named after the test."""
+    return (*TINY, "--mlflow.experiment", request.node.name)
+
+
+def only_run(uri: str, tiny: tuple[str, ...]):
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(tiny[-1]).experiment_id])
     assert len(runs) == 1
     return runs[0]
 
 
-def test_exception_mid_epoch_ends_failed_with_the_error(tracking_uri):
+def test_exception_mid_epoch_ends_failed_with_the_error(tracking_uri, tiny):
     with pytest.raises(RuntimeError, match="boom"):
-        train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *TINY, *callbacks("RaiseAt"))
-    run = only_run(tracking_uri)
+        train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *tiny, *callbacks("RaiseAt"))
+    run = only_run(tracking_uri, tiny)
     assert run.info.status == "FAILED"
     assert run.data.tags["error.type"] == "RuntimeError"
     assert "boom: synthetic failure mid-epoch" in run.data.tags["error"]
@@ -70,15 +84,15 @@ def test_exception_mid_epoch_ends_failed_with_the_error(tracking_uri):
     assert artifacts.LAST_CHECKPOINT not in {a.path for a in MlflowClient(tracking_uri).list_artifacts(run.info.run_id)}
 
 
-def test_ctrl_c_in_the_first_epoch_ends_killed_with_a_checkpoint_of_that_moment(tracking_uri, tmp_path):
+def test_ctrl_c_in_the_first_epoch_ends_killed_with_a_checkpoint_of_that_moment(tracking_uri, tmp_path, tiny):
     interrupt = callbacks("RaiseAt", epoch=0, batch=2, interrupt=True)
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):  # Lightning turns KeyboardInterrupt into a graceful exit(1)
-            train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *TINY, *interrupt)
+            train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *tiny, *interrupt)
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C after the first
-    run = only_run(tracking_uri)
+    run = only_run(tracking_uri, tiny)
     assert run.info.status == "KILLED"
     assert run.data.tags["error.type"] == "KeyboardInterrupt"
     client = MlflowClient(tracking_uri)
@@ -87,7 +101,7 @@ def test_ctrl_c_in_the_first_epoch_ends_killed_with_a_checkpoint_of_that_moment(
     assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 2  # stopped before the third batch
 
     # resuming with a changed param: same run, the change recorded in a tag (MLflow params are immutable)
-    cli = train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "1", *TINY, "--ckpt_path", ckpt)
+    cli = train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "1", *tiny, "--ckpt_path", ckpt)
     assert cli.trainer.logger.run_id == run.info.run_id
     resumed = client.get_run(run.info.run_id)
     assert resumed.info.status == "FINISHED"
@@ -95,12 +109,12 @@ def test_ctrl_c_in_the_first_epoch_ends_killed_with_a_checkpoint_of_that_moment(
     assert json.loads(resumed.data.tags["resume.changed_params"]) == {"trainer.max_epochs": ["3", "1"]}
 
 
-def test_sigterm_ends_killed_with_a_checkpoint_and_fit_resumes_the_same_run(tracking_uri, tmp_path):
+def test_sigterm_ends_killed_with_a_checkpoint_and_fit_resumes_the_same_run(tracking_uri, tmp_path, tiny):
     marker = tmp_path / "stalled"
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    args = fit_args(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *TINY)
+    args = fit_args(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *tiny)
     args += callbacks("Stall", marker=str(marker), epoch=1)
     proc = subprocess.Popen(
         [sys.executable, "-m", "lightning_bnn", *args],
@@ -123,7 +137,7 @@ def test_sigterm_ends_killed_with_a_checkpoint_and_fit_resumes_the_same_run(trac
             proc.kill()
     assert list(workdir.iterdir()) == []  # nothing written relative to the working folder
     client = MlflowClient(tracking_uri)
-    run = only_run(tracking_uri)
+    run = only_run(tracking_uri, tiny)
     run_id = run.info.run_id
     assert run.info.status == "KILLED", run.data.tags.get("error")
     assert run.data.tags["error.type"] == "SIGTERMException"
@@ -132,7 +146,7 @@ def test_sigterm_ends_killed_with_a_checkpoint_and_fit_resumes_the_same_run(trac
     assert checkpoint["epoch"] == 0 and checkpoint[CHECKPOINT_KEY]["run_id"] == run_id
     assert len(client.get_metric_history(run_id, "val/nll")) == 1
 
-    cli = train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *TINY, "--ckpt_path", ckpt)
+    cli = train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *tiny, "--ckpt_path", ckpt)
     assert cli.trainer.logger.run_id == run_id  # the same run, not a new one
     assert len(client.search_runs([run.info.experiment_id])) == 1
     resumed = client.get_run(run_id)

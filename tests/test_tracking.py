@@ -221,13 +221,20 @@ def _log_model_dir(client: MlflowClient, experiment_id: str, folder: Path) -> st
     return run_id
 
 
+@pytest.fixture(scope="module")
+def scratch_uri(tmp_path_factory) -> str:
+    """One store for this module's light tests (a new SQLite store costs seconds of schema migrations)."""
+    root = tmp_path_factory.mktemp("scratch_store")
+    return resolve_tracking_uri(f"sqlite:///{root}/mlflow.db")
+
+
 @pytest.fixture
-def bad_store(tracking_uri, digits_run, tmp_path):
-    """A fresh store and a copy of the shared run's model folder (the shared run is never touched)."""
+def bad_store(scratch_uri, digits_run, tmp_path, request):
+    """A fresh experiment and a copy of the shared run's model folder (the shared run is never touched)."""
     uri, run_id = digits_run
     good = Path(MlflowClient(uri).download_artifacts(run_id, artifacts.MODEL_DIR, str(tmp_path / "good")))
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    return client, client.create_experiment("bad"), good
+    client = MlflowClient(scratch_uri)
+    return client, client.create_experiment(request.node.name), good
 
 
 def test_load_model_refuses_a_truncated_weights_file(bad_store, tmp_path):
@@ -347,9 +354,10 @@ def test_posterior_summary_covers_every_bayesian_weight():
 
 
 # -- runs / compare ---------------------------------------------------------------------------------------
-@pytest.fixture
-def three_runs(tracking_uri):
+@pytest.fixture(scope="module")
+def three_runs(scratch_uri):
     """Three lightweight runs (logged directly) that differ in their prior."""
+    tracking_uri = scratch_uri
     client = MlflowClient(tracking_uri)
     experiment = client.create_experiment("priors")
     ids = []
