@@ -84,7 +84,9 @@ def open_image(name: str, data: bytes) -> Image.Image:
                 f"the limit is {MAX_IMAGE_PIXELS:,} pixels."
             ) from None
         except UnidentifiedImageError:
-            raise InputError(f"{name}: this is not an image PNG or JPEG can read. Upload a PNG or JPEG file.") from None
+            raise InputError(
+                f"{name}: this is not an image (or not one Pillow can read); upload a PNG or JPEG file."
+            ) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise InputError(f"{name}: the image could not be read (corrupt file?): {err}") from None
         if image.format not in IMAGE_FORMATS:

@@ -207,8 +207,10 @@ def filter_runs(frame: pd.DataFrame, text: str = "", statuses: list[str] | None 
     text = text.strip().lower()
     if text:
         columns = [c for c in ("run_name", "run_id", "experiment", "dataset", "prior", "estimator") if c in out]
-        hay = out[columns].astype(str).agg(" ".join, axis=1).str.lower()
-        out = out[hay.str.contains(text, regex=False)]
+        hay = [
+            " ".join(str(v) for v in row if isinstance(v, str)).lower() for row in out[columns].itertuples(index=False)
+        ]
+        out = out[[text in h for h in hay]]
     return out
 
 

@@ -47,15 +47,13 @@ with st.sidebar:
         help="sqlite:///path/to/mlflow.db or http://host:port; defaults to $MLFLOW_TRACKING_URI "
         "or sqlite:///mlruns/mlflow.db",
     )
-    try:
-        st.session_state[URI] = runs.resolve_uri(typed)
-    except runs.StoreError as err:
-        st.error(f"Tracking URI not usable: {err}")
-        st.session_state[URI] = None
     selected = st.session_state.get("selected_runs") or []
     st.caption(f"{len(selected)} run(s) selected" if selected else "No runs selected (choose them on Runs).")
 
-if st.session_state.get(URI) is None:
-    st.error("Set a usable MLflow tracking URI in the sidebar.")
+try:
+    st.session_state[URI] = runs.resolve_uri(typed)
+except runs.StoreError as err:
+    st.session_state[URI] = None
+    st.error(f"Tracking URI not usable: {err}. Set a usable MLflow tracking URI in the sidebar.")
 else:
     page.run()

@@ -1,0 +1,91 @@
+"""Dashboard fixtures: copies of the shared real stores, extended with synthetic runs and a sweep."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "streamlit_app.py"
+
+
+def copy_store(uri: str, root: Path) -> str:
+    """Copy a SQLite store's database (artifacts stay where the runs logged them: read-only use)."""
+    src = sqlite3.connect(uri[len("sqlite:///") :])
+    (root / "mlruns").mkdir(parents=True)
+    dst = sqlite3.connect(root / "mlruns" / "mlflow.db")
+    with dst:
+        src.backup(dst)  # consistent even with a write-ahead log beside the file
+    src.close()
+    dst.close()
+    return f"sqlite:///{root}/mlruns/mlflow.db"
+
+
+def log_fake_run(client, experiment_id: str, name: str, params: dict, metrics: dict, tags: dict | None = None) -> str:
+    """A finished run with params, a short metric history and tags, but no artifacts."""
+    run = client.create_run(experiment_id, run_name=name, tags=tags or {})
+    run_id = run.info.run_id
+    for key, value in params.items():
+        client.log_param(run_id, key, str(value))
+    for key, value in metrics.items():
+        for step in range(3):
+            client.log_metric(run_id, key, value * (1 + 0.1 * (2 - step)), step=step)
+    client.set_terminated(run_id)
+    return run_id
+
+
+@pytest.fixture(scope="session")
+def rich_store(digits_run, tmp_path_factory) -> dict:
+    """The digits run plus: a second (fake, artifact-less) digits run and a 3-trial sweep over lr.
+
+    Returns ``{"uri", "digits", "fake", "sweep", "trials"}``.
+    """
+    from mlflow import MlflowClient
+
+    uri = copy_store(digits_run[0], tmp_path_factory.mktemp("rich_store"))
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("digits").experiment_id
+    fake = log_fake_run(
+        client,
+        experiment,
+        "no-artifacts",
+        {"lr": 0.01, "dataset": "digits", "prior.name": "gaussian", "prior.sigma": "0.5", "estimator": "flipout"},
+        {"val/acc": 0.5, "test/acc": 0.55, "test/ece": 0.2},
+        {"dataset": "digits", "task": "classification"},
+    )
+    sweep_experiment = client.create_experiment("sweeps")
+    parent = log_fake_run(
+        client,
+        sweep_experiment,
+        "lr-sweep",
+        {},
+        {},
+        {"lightning_bnn.sweep": "true", "swept_fields": json.dumps(["lr", "prior.sigma"])},
+    )
+    trials = [
+        log_fake_run(
+            client,
+            sweep_experiment,
+            f"trial-{i}",
+            {"lr": lr, "prior.sigma": sigma},
+            {"test/acc": acc},
+            {"mlflow.parentRunId": parent},
+        )
+        for i, (lr, sigma, acc) in enumerate([(0.001, 1.0, 0.7), (0.003, 0.5, 0.8), (0.01, 0.1, 0.75)])
+    ]
+    return {"uri": uri, "digits": digits_run[1], "fake": fake, "sweep": parent, "trials": trials}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port_uri() -> str:
+    """An http:// tracking URI where nothing listens."""
+    return f"http://127.0.0.1:{free_port()}"

@@ -1,0 +1,180 @@
+"""Upload parsing: good images and CSVs convert correctly; every bad input gets its own message."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dashboard import inputs
+from dashboard.inputs import InputError
+
+DIGITS = {"kind": "image", "channels": 1, "height": 8, "width": 8, "ink": "light", "scale": 1.0}
+MNIST = {**DIGITS, "height": 28, "width": 28}
+TABULAR = {"kind": "tabular", "feature_names": ["a", "b"], "feature_mean": [1.0, 10.0], "feature_std": [2.0, 5.0]}
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def digit_image(dark_on_light: bool = True, size: int = 64, mode: str = "L") -> Image.Image:
+    """A bar '1'-like stroke: ink in the middle columns."""
+    ink = np.zeros((size, size), dtype=np.uint8)
+    ink[size // 8 : -size // 8, size // 2 - size // 16 : size // 2 + size // 16] = 255
+    pixels = 255 - ink if dark_on_light else ink
+    return Image.fromarray(pixels).convert(mode)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (the pixel data is a stub)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
+
+
+def test_dark_on_light_png_is_inverted_centred_and_scaled():
+    item = inputs.image_to_model_input("one.png", encode(digit_image(True)), DIGITS)
+    assert item.inverted is True
+    assert item.array.shape == (1, 8, 8) and item.array.dtype == np.float32
+    assert item.array.max() == pytest.approx(1.0) and item.array.min() >= 0.0
+    # the stroke is vertical and centred: the middle columns are bright, the border columns dark
+    assert item.array[0, :, 3:5].mean() > 0.5
+    assert item.array[0, :, 0].max() == 0.0 and item.array[0, :, 7].max() == 0.0
+    assert item.original_size == (64, 64)
+
+
+def test_light_on_dark_jpeg_is_not_inverted_and_fills_mnist_box():
+    item = inputs.image_to_model_input("one.jpg", encode(digit_image(False, 100, "RGB"), "JPEG"), MNIST)
+    assert item.inverted is False
+    assert item.array.shape == (1, 28, 28)
+    assert item.array[0, :3].max() < 0.1  # the 4-pixel MNIST margin stays empty
+
+
+def test_scale_and_transparent_png():
+    rgba = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    rgba.paste((0, 0, 0, 255), (15, 5, 25, 35))  # dark stroke on transparent: transparent becomes white paper
+    item = inputs.image_to_model_input("t.png", encode(rgba), {**DIGITS, "scale": 16.0})
+    assert item.inverted is True
+    assert item.array.max() == pytest.approx(16.0)
+    assert inputs.pixels_from_model_input(item.array, {**DIGITS, "scale": 16.0}).max() == 255
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"hello, this is text\n", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 10, "could not be read \\(corrupt file\\?\\)"),
+        (b"x" * (inputs.MAX_UPLOAD_BYTES + 1), "the limit is 5 MB"),
+    ],
+    ids=["empty", "text", "corrupt-header", "oversized"],
+)
+def test_bad_bytes(data, message):
+    with pytest.raises(InputError, match=message):
+        inputs.image_to_model_input("bad.png", data, DIGITS)
+
+
+def test_truncated_png():
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    data = encode(noisy)
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        inputs.image_to_model_input("cut.png", data[: len(data) // 2], DIGITS)
+
+
+def test_animated_png_and_gif():
+    frames = [digit_image(), digit_image(False)]
+    apng = encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    with pytest.raises(InputError, match="animated images are not supported"):
+        inputs.image_to_model_input("anim.png", apng, DIGITS)
+    gif = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(InputError, match="GIF images are not supported; upload a PNG or JPEG"):
+        inputs.image_to_model_input("anim.gif", gif, DIGITS)
+
+
+def test_sixteen_bit_png():
+    deep = Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16))
+    assert deep.mode.startswith("I")
+    with pytest.raises(InputError, match="16-bit"):
+        inputs.image_to_model_input("deep.png", encode(deep), DIGITS)
+
+
+def test_cmyk_jpeg():
+    with pytest.raises(InputError, match="CMYK images are not supported"):
+        inputs.image_to_model_input("print.jpg", encode(digit_image(mode="CMYK"), "JPEG"), DIGITS)
+
+
+def test_huge_image_refused_before_decoding():
+    with pytest.raises(InputError, match="too large"):
+        inputs.image_to_model_input("big.png", png_header_only(5000, 5000), DIGITS)
+
+
+def test_decompression_bomb():
+    with pytest.raises(InputError, match="decompression bomb"):
+        inputs.image_to_model_input("bomb.png", png_header_only(40000, 40000), DIGITS)
+
+
+def test_other_format_refused():
+    with pytest.raises(InputError, match="BMP images are not supported"):
+        inputs.image_to_model_input("x.bmp", encode(digit_image(), "BMP"), DIGITS)
+
+
+def csv(text: str) -> bytes:
+    return text.encode()
+
+
+def test_good_csv_with_target_column():
+    frame = inputs.parse_feature_csv("in.csv", csv("b, a ,y\n1,2,3\n4.5,-1e3,0\n"), ["a", "b"], ["y"])
+    assert list(frame.columns) == ["a", "b", "y"]
+    np.testing.assert_allclose(frame.to_numpy(), [[2, 1, 3], [-1000, 4.5, 0]])
+    x = inputs.standardise(frame[["a", "b"]].to_numpy(), TABULAR)
+    np.testing.assert_allclose(x, [[0.5, -1.8], [-500.5, -1.1]], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the file is empty"),
+        ("   \n\n", "no content"),
+        ("a\n1\n", r"missing column\(s\) \['b'\]"),
+        ("a,b,c\n1,2,3\n", r"unexpected column\(s\) \['c'\]"),
+        ("a,b\n1,two\n", "column 'b', row 2: 'two' is not a number"),
+        ("a,b\n1,2\n3,nan\n", "column 'b', row 3: missing value"),
+        ("a,b\n1,\n", "column 'b', row 2: missing value"),
+        ("a,b\ninf,2\n", "column 'a', row 2: infinite value"),
+        ("a,b\n-Infinity,2\n", "infinite value"),
+        ("a,b\n", "no data rows"),
+        ("a,b\n" + "1,2\n" * (inputs.MAX_CSV_ROWS + 1), "1,001 rows is too many; the limit is 1,000"),
+        ('a,b\n1,"2\n', "could not be parsed"),
+    ],
+    ids=["empty", "blank", "missing", "extra", "text", "nan", "blank-cell", "inf", "neg-inf", "header", "rows", "bad"],
+)
+def test_bad_csv(text, message):
+    with pytest.raises(InputError, match=message):
+        inputs.parse_feature_csv("in.csv", csv(text), ["a", "b"])
+
+
+def test_binary_csv():
+    with pytest.raises(InputError, match="not a text CSV"):
+        inputs.parse_feature_csv("in.csv", encode(digit_image()), ["a", "b"])
+
+
+def test_form_values():
+    np.testing.assert_allclose(inputs.validate_form_values({"a": 1, "b": "2.5"}, ["a", "b"]), [[1.0, 2.5]])
+    with pytest.raises(InputError, match="enter a value for 'b'"):
+        inputs.validate_form_values({"a": 1}, ["a", "b"])
+    with pytest.raises(InputError, match="'a': 'x' is not a number"):
+        inputs.validate_form_values({"a": "x", "b": 1}, ["a", "b"])
+    with pytest.raises(InputError, match="not a finite number"):
+        inputs.validate_form_values({"a": float("nan"), "b": 1}, ["a", "b"])

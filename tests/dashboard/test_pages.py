@@ -1,0 +1,265 @@
+"""Every page driven with Streamlit's AppTest against real temp stores with real tiny runs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from dashboard import demo
+from tests.dashboard.conftest import APP
+
+TIMEOUT = 90
+
+
+def app(monkeypatch, uri: str, selected: list[str] | None = None) -> AppTest:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if selected is not None:
+        at.session_state["selected_runs"] = selected
+    return at.run()
+
+
+def open_page(at: AppTest, page: str) -> AppTest:
+    return at.switch_page(f"pages/{page}.py").run()
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _decode(value):
+    """Plotly's JSON stores arrays as {"dtype", "bdata"(, "shape")}: turn them back into lists."""
+    if isinstance(value, dict) and "bdata" in value and "dtype" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        if "shape" in value:
+            array = array.reshape([int(n) for n in str(value["shape"]).split(",")])
+        return array.tolist()
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def charts(at: AppTest) -> list[dict]:
+    """The plotly figures on the page, as plain JSON (arrays decoded)."""
+    return [_decode(json.loads(el.proto.spec)) for el in at.get("plotly_chart")]
+
+
+def texts(elements) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def digit_png(index: int = 0) -> bytes:
+    """A test-set digit from scikit-learn, enlarged 8x and drawn dark on light (as a scan would be)."""
+    from sklearn.datasets import load_digits
+
+    image = load_digits().images[index] / 16.0
+    return png((255 - np.kron(image, np.ones((8, 8))) * 255).astype(np.uint8))
+
+
+# -- Runs ---------------------------------------------------------------------------------------------
+def test_runs_page_shows_table_with_metrics(monkeypatch, rich_store):
+    at = app(monkeypatch, rich_store["uri"])
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert len(table) == 6
+    real = MlflowClient(rich_store["uri"]).get_run(rich_store["digits"]).data.metrics
+    row = table.set_index("run_id").loc[rich_store["digits"]]
+    assert row["test/acc"] == pytest.approx(real["test/acc"])
+    assert row["status"] == "FINISHED" and row["dataset"] == "digits"
+    assert any("6 of 6 runs · last updated" in c for c in texts(at.caption))
+    at.text_input(key="runs_filter").set_value("flipout").run()
+    assert list(at.dataframe[0].value["run_id"]) == [rich_store["fake"]]
+    assert any("1 of 6 runs" in c for c in texts(at.caption))
+
+
+def test_unreachable_server_gives_a_message_on_every_page(monkeypatch, closed_port_uri):
+    at = app(monkeypatch, closed_port_uri)
+    no_exceptions(at)
+    assert any("could not reach the tracking server" in e for e in texts(at.error))
+    assert at.sidebar.text_input[0].value == closed_port_uri  # the sidebar still works
+    for page in ("compare", "run_detail", "predict"):
+        open_page(at, page)
+        no_exceptions(at)
+        assert any("could not reach the tracking server" in e for e in texts(at.error)), page
+
+
+def test_bad_uri(monkeypatch):
+    at = app(monkeypatch, "file:./mlruns")
+    no_exceptions(at)
+    assert any("Tracking URI not usable" in e and "plain file store" in e for e in texts(at.error))
+    assert not at.dataframe
+    assert at.sidebar.text_input[0].value == ""  # the sidebar input stays usable
+
+
+@pytest.mark.slow
+def test_empty_store_first_screen_trains_the_demos(monkeypatch, tracking_uri):
+    at = app(monkeypatch, tracking_uri)
+    no_exceptions(at)
+    assert any("no runs yet" in s for s in texts(at.subheader))
+    assert any("python -m lightning_bnn fit --config" in c for c in texts(at.code))
+    tiny = [
+        demo.Demo("toy-regression", "toy_regression.yaml", 2, ["--model.hidden_sizes", "[8]"]),
+        demo.Demo("digits", "digits.yaml", 1, ["--model.hidden_sizes", "[8]"]),
+    ]
+    monkeypatch.setattr(demo, "DEMOS", tiny)
+    at.button(key="train_demos").click().run(timeout=300)
+    no_exceptions(at)
+    assert not at.error
+    table = at.dataframe[0].value
+    assert sorted(table["run_name"]) == ["demo-digits", "demo-toy-regression"]
+    assert set(table["status"]) == {"FINISHED"}
+
+
+# -- Compare ------------------------------------------------------------------------------------------
+def test_compare_page(monkeypatch, rich_store):
+    at = app(monkeypatch, rich_store["uri"], [rich_store["digits"], rich_store["fake"]])
+    open_page(at, "compare")
+    no_exceptions(at)
+    figures = charts(at)
+    curves = figures[0]
+    assert len(curves["data"]) == 2  # one learning curve per selected run
+    assert "val/acc" in curves["layout"]["title"]["text"]
+    scatter = figures[1]
+    assert sum(len(t["x"]) for t in scatter["data"]) == 2
+    diff = at.dataframe[0].value
+    assert {"lr", "estimator"} <= set(diff.index)
+    assert "dataset" not in diff.index
+    at.selectbox(key="scatter_colour").set_value("lr").run()
+    assert len(charts(at)[1]["data"]) == 2  # one colour group per lr value
+    sweep = charts(at)[2]
+    assert len(sweep["data"]) == 2  # one panel per swept field (lr, prior.sigma)
+    assert sorted(sweep["data"][0]["y"]) == pytest.approx([0.7, 0.75, 0.8])
+    assert len(at.dataframe[1].value) == 3
+
+
+# -- Run detail ---------------------------------------------------------------------------------------
+def test_run_detail_page(monkeypatch, rich_store):
+    uri, digits = rich_store["uri"], rich_store["digits"]
+    at = app(monkeypatch, uri, [digits])
+    open_page(at, "run_detail")
+    no_exceptions(at)
+    assert metrics(at)["Status"] == "FINISHED" and metrics(at)["Dataset"] == "digits"
+    figures = charts(at)
+    assert len(figures[0]["data"]) == 1 and len(figures[0]["data"][0]["y"]) == 3  # val/acc over 3 epochs
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(digits, "posterior")}
+    if "posterior/summary.json" in logged:  # written by the run's MLflow callback
+        posterior = [f for f in figures if "μ and σ" in f["layout"]["title"]["text"]]
+        assert len(posterior) == 1 and len(posterior[0]["data"]) % 2 == 0  # mu and sigma per layer
+    else:
+        assert any("Posterior summary not logged" in w for w in texts(at.warning))
+    params = at.dataframe[1].value
+    assert params.set_index("param").loc["lr", "value"] == "0.003"
+    # a run without artifacts: clear messages, the rest of the page still works
+    at.selectbox(key="detail_run").set_value(rich_store["fake"]).run()
+    no_exceptions(at)
+    warnings = texts(at.warning)
+    assert any("Posterior summary not logged for this run" in w for w in warnings)
+    assert any("Reliability diagram not logged for this run" in w for w in warnings)
+    assert len(charts(at)) == 1  # the learning curve still shows
+
+
+# -- Predict ------------------------------------------------------------------------------------------
+def test_predict_digits_uploads(monkeypatch, rich_store):
+    at = app(monkeypatch, rich_store["uri"], [rich_store["digits"]])
+    open_page(at, "predict")
+    no_exceptions(at)
+    assert any("Upload images" in i for i in texts(at.info))
+    truncated = digit_png(1)[:60]
+    uploader = at.file_uploader(key="image_upload")
+    uploader.set_value(
+        [
+            ("digit.png", digit_png(0), "image/png"),
+            ("notes.txt", b"just text", "text/plain"),
+            ("cut.png", truncated, "image/png"),
+            ("empty.png", b"", "image/png"),
+        ]
+    )
+    at.run()
+    no_exceptions(at)
+    errors = texts(at.error)
+    assert any(e.startswith("notes.txt: this is not an image") for e in errors)
+    assert any(e.startswith("cut.png:") and ("truncated" in e or "corrupt" in e) for e in errors)
+    assert any(e.startswith("empty.png: the file is empty") for e in errors)
+    shown = metrics(at)
+    assert shown["Predicted class"] in [str(i) for i in range(10)]
+    entropy = float(shown["Predictive entropy (nats)"])
+    assert 0.0 <= entropy <= np.log(10) + 1e-6
+    aleatoric, epistemic = float(shown["Aleatoric"]), float(shown["Epistemic"])
+    assert aleatoric + epistemic == pytest.approx(entropy, abs=2e-3)
+    figures = charts(at)
+    assert len(figures) == 2  # distribution + uncertainty split, for the one good image
+    assert len(figures[0]["data"]) == 3  # sampled box, BNN mean, point estimate
+    assert len(figures[0]["data"][0]["y"]) == 100 * 10  # default S = 100 samples x 10 classes
+    assert at.get("download_button")
+    at.slider(key="num_samples").set_value(7).run()
+    no_exceptions(at)
+    assert len(charts(at)[0]["data"][0]["y"]) == 7 * 10
+    assert "S=7" in charts(at)[0]["data"][0]["name"]
+
+
+def test_predict_digits_test_examples(monkeypatch, rich_store):
+    at = app(monkeypatch, rich_store["uri"], [rich_store["digits"]])
+    open_page(at, "predict")
+    at.radio(key="image_source").set_value("Test-set examples").run()
+    no_exceptions(at)
+    assert len(charts(at)) == 6  # three examples, two charts each
+    assert len([m for m in at.metric if m.label == "Predicted class"]) == 3
+    assert any("true class" in m for m in texts(at.markdown))
+
+
+def test_predict_run_without_model(monkeypatch, rich_store):
+    at = app(monkeypatch, rich_store["uri"], [rich_store["fake"]])
+    open_page(at, "predict")
+    no_exceptions(at)
+    assert any("Cannot use this run" in e and "no saved model" in e for e in texts(at.error))
+    at.selectbox(key="predict_run").set_value(rich_store["digits"]).run()  # the page keeps working
+    no_exceptions(at)
+    assert not at.error and at.file_uploader
+
+
+def test_predict_toy_regression(monkeypatch, toy_run):
+    uri, run_id = toy_run
+    at = app(monkeypatch, uri, [run_id])
+    open_page(at, "predict")
+    no_exceptions(at)
+    fan = charts(at)[0]
+    has_train = any(t.get("name") == "training data" for t in fan["data"])
+    assert len(fan["data"]) == 4 + 30 + int(has_train)  # bands, 30 drawn functions, mean, point (+ data)
+    shown = metrics(at)
+    assert {"Mean y", "Std", "95% interval", "Point estimate"} <= set(shown)
+    low, high = json.loads(shown["95% interval"].replace("[", "[").replace("]", "]"))
+    assert low < float(shown["Mean y"]) < high
+    assert len(charts(at)[1]["data"]) == 2  # histogram of sampled y + point estimate
+    at.slider(key="num_samples").set_value(5).run()
+    assert len(charts(at)[0]["data"]) == 4 + 5 + int(has_train)
+    # CSV upload: good, then bad
+    at.radio(key="tabular_source").set_value("Upload CSV").run()
+    at.file_uploader(key="csv_upload").upload("x.csv", b"x\n0.1\n0.25\n3.0\n", "text/csv")
+    at.run()
+    no_exceptions(at)
+    result = at.dataframe[0].value
+    assert list(result["x"]) == [0.1, 0.25, 3.0] and {"y_mean", "y_lower95", "y_point_estimate"} <= set(result)
+    at.file_uploader(key="csv_upload").upload("bad.csv", b"x,z\n0.1,2\n", "text/csv")
+    at.run()
+    no_exceptions(at)
+    assert any("unexpected column(s) ['z']" in e for e in texts(at.error))
+    assert len(charts(at)) == 1  # the fan chart still shows

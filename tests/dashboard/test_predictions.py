@@ -1,0 +1,89 @@
+"""Sampled predictions: shapes, the entropy split, the point estimate, and that models are left unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dashboard import predictions
+from lightning_bnn import load_model
+from lightning_bnn.layers import PredictEstimator, _BayesLayer
+from lightning_bnn.predict import predictive_entropy
+
+
+@pytest.fixture(scope="module")
+def digits_model(digits_run):
+    return load_model(digits_run[1], tracking_uri=digits_run[0])
+
+
+@pytest.fixture(scope="module")
+def toy_model(toy_run):
+    return load_model(toy_run[1], tracking_uri=toy_run[0])
+
+
+def estimators(module) -> set:
+    return {m.predict_estimator for m in module.net.modules() if isinstance(m, _BayesLayer)}
+
+
+def test_classify(digits_model):
+    x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    result = predictions.classify(digits_model, x, 25)
+    assert result.probs.shape == (25, 4, 10) and result.mean.shape == (4, 10)
+    np.testing.assert_allclose(result.mean.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        result.predictive_entropy, result.expected_entropy + result.mutual_information, rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_allclose(result.predictive_entropy, predictive_entropy(torch.as_tensor(result.probs)), rtol=1e-5)
+    assert (result.mutual_information >= 0).all()
+    assert result.point_probs.shape == (4, 10) and result.point_predicted.shape == (4,)
+    assert estimators(digits_model) == {PredictEstimator.auto}  # restored after the point estimate
+    again = predictions.classify(digits_model, x, 25)
+    np.testing.assert_array_equal(result.probs, again.probs)  # seeded: reruns show the same numbers
+    table = predictions.classification_table(result, list("abcd"))
+    assert list(table["input"]) == list("abcd") and "p_mean[9]" in table
+    assert predictions.to_csv_bytes(table).startswith(b"input,predicted_class,probability")
+
+
+def test_point_estimate_is_deterministic(digits_model):
+    x = np.random.default_rng(1).random((2, 1, 8, 8), dtype=np.float32)
+    a = predictions.classify(digits_model, x, 3, seed=1).point_probs
+    b = predictions.classify(digits_model, x, 3, seed=2).point_probs
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_one_sample_has_no_epistemic_part(digits_model):
+    x = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    result = predictions.classify(digits_model, x, 1)
+    assert result.mutual_information[0] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="number of samples S must be an integer between 1 and"):
+        predictions.classify(digits_model, x, 0)
+
+
+def test_regress_and_fan(toy_model):
+    x = np.array([[0.1], [0.3], [2.0]], dtype=np.float32)
+    result = predictions.regress(toy_model, x, 200)
+    assert result.sample_mean.shape == (200, 3, 1) and result.draws.shape == (200, 3, 1)
+    np.testing.assert_allclose(result.std**2, result.aleatoric_std**2 + result.epistemic_std**2, rtol=1e-4)
+    assert (result.lower < result.mean).all() and (result.mean < result.upper).all()
+    np.testing.assert_allclose((result.upper - result.mean) / result.std, 1.96, rtol=1e-3)
+    # draws are from the predictive: their spread matches the mixture's std
+    np.testing.assert_allclose(result.draws.std(0), result.std, rtol=0.25)
+    data = predictions.fan_chart_data(toy_model, -0.5, 1.0, 40, num_points=50)
+    assert data["x"].shape == (50,) and data["draws"].shape == (30, 50)
+    assert (data["lower"] <= data["epistemic_lower"] + 1e-6).all()
+    assert estimators(toy_model) == {PredictEstimator.auto}
+    with pytest.raises(ValueError, match="low < high"):
+        predictions.fan_chart_data(toy_model, 1.0, 0.0, 10)
+
+
+def test_test_examples_only_for_bundled_data():
+    config = "data:\n  class_path: lightning_bnn.data.DigitsDataModule\n  init_args: {seed: 0, batch_size: 64}\n"
+    x, y = predictions.test_examples(config, limit=5)
+    assert x.shape == (5, 1, 8, 8) and y.shape == (5,) and 0 <= x.min() and x.max() <= 1
+    with pytest.raises(predictions.ExamplesUnavailable, match="only rebuilt for the bundled data sets"):
+        predictions.test_examples("data:\n  class_path: os.system\n  init_args: {}\n")
+    with pytest.raises(predictions.ExamplesUnavailable, match="names no data module"):
+        predictions.test_examples("model: {}\n")
+    with pytest.raises(predictions.ExamplesUnavailable, match="not valid YAML"):
+        predictions.test_examples("data: [unclosed\n")
