@@ -21,6 +21,7 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lightning_bnn.data import BaseDataModule
@@ -73,9 +74,9 @@ class BNNCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ValueError as err:
-            # A bad config value (refused by a constructor): exit with the message, which names
-            # the field, as for a parse error, instead of a traceback.
+        except (ValueError, MisconfigurationException) as err:
+            # A bad config value (refused by a constructor, or by the Trainer, e.g. max_epochs=-3):
+            # exit with the message, which names the field, as for a parse error, not a traceback.
             self.parser.error(f"invalid configuration: {err}", ex=err)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
@@ -121,6 +122,8 @@ class BNNCLI(LightningCLI):
         is continued only if it exists (not deleted) in the store ``uri``.
         """
         ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None
+        if isinstance(ckpt_path, str) and ckpt_path.startswith("runs:/"):
+            ckpt_path = self._download_checkpoint(ckpt_path, uri)
         if not ckpt_path or not Path(str(ckpt_path)).is_file():
             return None, None, None
         info = checkpoint_run_info(ckpt_path) or {}
@@ -135,6 +138,20 @@ class BNNCLI(LightningCLI):
         except MlflowException:
             return str(ckpt_path), previous, None
         return str(ckpt_path), previous, (previous if run.info.lifecycle_stage == "active" else None)
+
+    def _download_checkpoint(self, ckpt_uri: str, uri: str) -> str:
+        """Fetch ``runs:/<id>/<path>.ckpt`` into ``<checkpoint root>/downloads/<id>/`` and fit from that file."""
+        import mlflow
+
+        run_id = ckpt_uri[len("runs:/") :].strip("/").split("/")[0]
+        target = checkpoint_root(uri) / "downloads" / run_id
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=ckpt_uri, dst_path=str(target), tracking_uri=uri)
+        except Exception as err:  # an unknown run or a missing artifact: say which, as for a bad option
+            self.parser.error(f"--ckpt_path {ckpt_uri}: cannot download it from {uri}: {err}", ex=err)
+        self.config_init[self.subcommand]["ckpt_path"] = local  # what trainer.fit receives
+        return local
 
     @staticmethod
     def _default_checkpoint(trainer_cfg: dict) -> list[L.Callback]:

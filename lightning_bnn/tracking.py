@@ -331,6 +331,9 @@ class MlflowRunCallback(L.Callback):
             tags["resumed_from_checkpoint"] = str(self.resumed_from)
             if changed:  # MLflow params are immutable: record what the resumed fit changed
                 tags["resume.changed_params"] = json.dumps(changed)[:5000]
+        checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
+        if checkpoint_dir:
+            tags["checkpoint_dir"] = str(checkpoint_dir)
         logger.log_hyperparams(flat)
         for key, value in tags.items():
             client.set_tag(run_id, key, value)

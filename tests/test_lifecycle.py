@@ -146,12 +146,14 @@ def test_sigterm_ends_killed_with_a_checkpoint_and_fit_resumes_the_same_run(trac
     assert checkpoint["epoch"] == 0 and checkpoint[CHECKPOINT_KEY]["run_id"] == run_id
     assert len(client.get_metric_history(run_id, "val/nll")) == 1
 
-    cli = train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *tiny, "--ckpt_path", ckpt)
+    # resume straight from the run's artifact (downloaded beside the store, then fit)
+    source = f"runs:/{run_id}/{artifacts.LAST_CHECKPOINT}"
+    cli = train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "3", *tiny, "--ckpt_path", source)
     assert cli.trainer.logger.run_id == run_id  # the same run, not a new one
     assert len(client.search_runs([run.info.experiment_id])) == 1
     resumed = client.get_run(run_id)
     assert resumed.info.status == "FINISHED"
-    assert resumed.data.tags["resumed_from_checkpoint"] == ckpt
+    assert Path(resumed.data.tags["resumed_from_checkpoint"]).name == "last.ckpt"
     history = client.get_metric_history(run_id, "val/nll")
     assert len(history) == 3 and sorted(m.step for m in history) == [m.step for m in history]
     assert len({m.step for m in client.get_metric_history(run_id, "train/loss")}) == 3  # epochs 0, 1, 2
