@@ -21,10 +21,30 @@ from lightning_bnn.likelihoods import Task
 MAX_COLUMNS = 10_000
 #: refuse CSV files larger than this many bytes
 MAX_BYTES = 500 * 1024 * 1024
+#: refuse a header line longer than this many bytes (read before pandas parses anything)
+MAX_HEADER_BYTES = 1024 * 1024
 
 
 class CSVDataError(ValueError):
     """The CSV file cannot be used as training data."""
+
+
+def count_header_columns(path: Path) -> int:
+    """Columns of the first line of a CSV file, reading at most :data:`MAX_HEADER_BYTES` bytes."""
+    import csv
+
+    with open(path, "rb") as file:
+        line = file.readline(MAX_HEADER_BYTES + 1)
+    if len(line) > MAX_HEADER_BYTES:
+        raise CSVDataError(
+            f"data.path: {path} has a header line longer than {MAX_HEADER_BYTES // 1024} KiB "
+            f"(more than {MAX_COLUMNS} columns?)"
+        )
+    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    try:
+        return len(next(csv.reader([text]), [])) if text else 0
+    except csv.Error:  # e.g. a stray carriage return: count separators (an upper bound) instead
+        return text.count(",") + 1
 
 
 def read_training_csv(path: Path, target: str, task: Task, feature_columns: list[str] | None):
@@ -33,8 +53,13 @@ def read_training_csv(path: Path, target: str, task: Task, feature_columns: list
 
     if not path.exists():
         raise CSVDataError(f"data.path: no such file {path}")
+    if not path.is_file():
+        raise CSVDataError(f"data.path: {path} is not a file")
     if path.stat().st_size > MAX_BYTES:
         raise CSVDataError(f"data.path: {path} is larger than {MAX_BYTES // 2**20} MiB")
+    columns = count_header_columns(path)
+    if columns > MAX_COLUMNS:  # pandas takes minutes and gigabytes on a million-column header: refuse first
+        raise CSVDataError(f"data.path: {path} has {columns} columns, more than {MAX_COLUMNS}")
     try:
         header = pd.read_csv(path, nrows=0)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
