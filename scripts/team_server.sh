@@ -17,8 +17,10 @@
 # --basic-auth starts MLflow's basic-auth app (--app-name basic-auth). The first start creates the
 # admin user from MLFLOW_AUTH_ADMIN_PASSWORD (required then; MLFLOW_AUTH_ADMIN_USERNAME, default
 # admin); users live in MLFLOW_AUTH_DATABASE_URI (default sqlite in MLFLOW_STATE_DIR, default
-# ./mlflow-server). Clients set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD. Basic auth
-# sends the password in clear text: put a TLS proxy in front of a server bound beyond 127.0.0.1.
+# ./mlflow-server), as does the CSRF key (MLFLOW_FLASK_SERVER_SECRET_KEY, generated once). It needs
+# MLflow's auth extra (pip install 'mlflow[auth]'). Clients set MLFLOW_TRACKING_USERNAME and
+# MLFLOW_TRACKING_PASSWORD. Basic auth sends the password in clear text: put a TLS proxy in front
+# of a server bound beyond 127.0.0.1.
 #
 # The server replaces this shell (exec): its PID is this script's, and SIGTERM to it stops it.
 set -euo pipefail
@@ -29,7 +31,7 @@ host=${MLFLOW_HOST:-127.0.0.1}
 port=${MLFLOW_PORT:-5000}
 auth=false
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --backend-store-uri) backend=$2; shift 2 ;;
@@ -62,8 +64,19 @@ fi
 args=(server --host "$host" --port "$port" --workers 1
       --backend-store-uri "$backend" --artifacts-destination "$artifacts" --serve-artifacts)
 if [[ "$auth" == true ]]; then
+    py="$(dirname "$(command -v "$mlflow_bin")")/python"
+    if [[ -x "$py" ]] && ! "$py" -c "import flask_wtf" 2>/dev/null; then
+        echo "team_server.sh: --basic-auth needs MLflow's auth extra: $py -m pip install 'mlflow[auth]'" >&2; exit 2
+    fi
     state=${MLFLOW_STATE_DIR:-$PWD/mlflow-server}
     mkdir -p "$state"
+    if [[ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]]; then  # CSRF key: kept, so restarts keep sessions valid
+        if [[ ! -s "$state/secret_key" ]]; then
+            (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$state/secret_key")
+        fi
+        MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$state/secret_key")
+        export MLFLOW_FLASK_SERVER_SECRET_KEY
+    fi
     if [[ -z "${MLFLOW_AUTH_CONFIG_PATH:-}" ]]; then
         export MLFLOW_AUTH_CONFIG_PATH="$state/basic_auth.ini"
         cat > "$MLFLOW_AUTH_CONFIG_PATH" <<INI
