@@ -277,8 +277,10 @@ class OODCallback(L.Callback):
         if splits is None:
             return
         dataset = getattr(datamodule, "name", "data")
+        # fast_dev_run tests a batch or two: score as many inputs, not thousands
+        max_examples = min(self.max_examples, 64) if trainer.fast_dev_run else self.max_examples
         self.metrics, self.record = evaluate_ood(
-            pl_module, dataset, splits.x_test, self.num_samples, self.max_examples, self.seed
+            pl_module, dataset, splits.x_test, self.num_samples, max_examples, self.seed
         )
         if not self.metrics:
             return

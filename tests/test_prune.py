@@ -100,7 +100,12 @@ def test_removing_all_of_a_layer_makes_the_output_independent_of_the_input():
     out = _mean_outputs(model, x)
     assert torch.isfinite(out).all()
     assert torch.allclose(out, out[:1].expand_as(out))  # every input gets the bias-only output
-    probs = model.sample_predictions(x, 5)  # sampling still works: removed weights have sigma ~ 0
+    # sampling still works, and with whole-function samples (one weight draw per sample, shared by the
+    # batch) each sampled function is constant in x: removed weights have sigma ~ 0 and biases are shared
+    from lightning_bnn.layers import set_predict_estimator
+
+    set_predict_estimator(model.net, "reparameterization")
+    probs = model.sample_predictions(x, 5)
     assert torch.isfinite(probs).all() and torch.allclose(probs, probs[:, :1].expand_as(probs), atol=1e-6)
 
 
