@@ -3,11 +3,11 @@
 #
 #   scripts/team_server.sh --backend-store-uri postgresql://mlflow:PASS@dbhost:5432/mlflow \
 #                          --artifacts-destination /shared/mlflow-artifacts [--port 5000] [--host 127.0.0.1]
-#                          [--basic-auth]
+#                          [--basic-auth] [-- MORE MLFLOW SERVER OPTIONS]
 #
 # Options may also come from the environment: MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION,
 # MLFLOW_HOST (default 127.0.0.1: only this machine; use 0.0.0.0 to serve the network, behind a
-# firewall or a TLS proxy), MLFLOW_PORT (default 5000).
+# firewall or a TLS proxy, and pass MLflow's -- --allowed-hosts HOST:PORT), MLFLOW_PORT (default 5000).
 #
 # Artifacts are proxied by the server (--serve-artifacts): clients need only the URL
 # (--mlflow.tracking_uri http://HOST:PORT), no access to the artifact folder or the database.
@@ -30,6 +30,7 @@ artifacts=${MLFLOW_ARTIFACTS_DESTINATION:-}
 host=${MLFLOW_HOST:-127.0.0.1}
 port=${MLFLOW_PORT:-5000}
 auth=false
+extra=()
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [[ $# -gt 0 ]]; do
@@ -40,6 +41,7 @@ while [[ $# -gt 0 ]]; do
         --port) port=$2; shift 2 ;;
         --basic-auth) auth=true; shift ;;
         -h|--help) usage; exit 0 ;;
+        --) shift; extra=("$@"); break ;;
         *) echo "team_server.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -92,4 +94,4 @@ fi
 
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
 echo "team_server.sh: mlflow server on http://$host:$port (backend ${backend%%://*}, artifacts $artifacts, basic auth $auth)" >&2
-exec "$mlflow_bin" "${args[@]}"
+exec "$mlflow_bin" "${args[@]}" "${extra[@]}"
