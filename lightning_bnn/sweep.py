@@ -314,7 +314,11 @@ class Sweep:
     # -- trials -------------------------------------------------------------------------------------
     def _env(self, trial_id: str, values: dict[str, Any]) -> dict[str, str]:
         env = dict(os.environ)
-        context = {
+        try:  # keep tags the caller put in MLFLOW_RUN_CONTEXT
+            context = dict(json.loads(env.get("MLFLOW_RUN_CONTEXT") or "{}"))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            context = {}
+        context |= {
             PARENT_TAG: self.parent_id,
             SWEEP_NAME_TAG: self.spec.name,
             TRIAL_TAG: trial_id,
