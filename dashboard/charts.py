@@ -22,7 +22,13 @@ DATA_COLOUR = "#444444"
 
 
 def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, title=title, height=height, margin={"l": 40, "r": 20, "t": 50, "b": 40})
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title,
+        height=height,
+        margin={"l": 40, "r": 20, "t": 50, "b": 40},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0.0},
+    )
     return fig
 
 
@@ -252,7 +258,7 @@ def class_distribution(result: ClassificationResult, index: int) -> go.Figure:
     )
     fig.update_xaxes(title="class", type="category", categoryorder="array", categoryarray=names)
     fig.update_yaxes(title="probability", range=[-0.02, 1.02])
-    return _layout(fig, "Sampled class probabilities", height=340)
+    return _layout(fig, "Sampled class probabilities", height=400)
 
 
 def uncertainty_split(result: ClassificationResult, index: int) -> go.Figure:
@@ -278,7 +284,7 @@ def uncertainty_split(result: ClassificationResult, index: int) -> go.Figure:
     )
     fig.update_layout(barmode="stack")
     fig.update_xaxes(title="entropy (nats)", range=[0, math.log(max(len(result.class_names), 2)) * 1.05])
-    return _layout(fig, "Uncertainty: predictive entropy = aleatoric + epistemic", height=220)
+    return _layout(fig, "Uncertainty: predictive entropy = aleatoric + epistemic", height=260)
 
 
 def regression_distribution(result: RegressionResult, index: int, target: int = 0) -> go.Figure:

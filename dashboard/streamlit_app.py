@@ -20,13 +20,13 @@ import streamlit as st  # noqa: E402
 from dashboard import runs  # noqa: E402
 from dashboard.pages._shared import URI  # noqa: E402
 
-st.set_page_config(page_title="lightning-bnn", page_icon="🎲", layout="wide")
+st.set_page_config(page_title="lightning-bnn", page_icon=":material/casino:", layout="wide")
 
 PAGES = [
-    st.Page("pages/runs.py", title="Runs", icon="📋", default=True),
-    st.Page("pages/compare.py", title="Compare", icon="📈"),
-    st.Page("pages/run_detail.py", title="Run detail", icon="🔬"),
-    st.Page("pages/predict.py", title="Predict", icon="🎯"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
+    st.Page("pages/run_detail.py", title="Run detail", icon=":material/biotech:"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/target:"),
 ]
 page = st.navigation(PAGES)
 

@@ -93,9 +93,9 @@ if chosen:
 else:
     st.info("Tick rows in the table to select runs for the other pages.")
 cols = st.columns(4)
-cols[0].page_link("pages/compare.py", label="Compare runs", icon="📈")
-cols[1].page_link("pages/run_detail.py", label="Run detail", icon="🔬")
-cols[2].page_link("pages/predict.py", label="Predict", icon="🎯")
+cols[0].page_link("pages/compare.py", label="Compare runs", icon=":material/monitoring:")
+cols[1].page_link("pages/run_detail.py", label="Run detail", icon=":material/biotech:")
+cols[2].page_link("pages/predict.py", label="Predict", icon=":material/target:")
 if cols[3].button("Refresh now", key="runs_refresh"):
     shared.runs_table.clear()
     st.rerun()

@@ -110,6 +110,18 @@ def test_bad_uri(monkeypatch):
     assert at.sidebar.text_input[0].value == ""  # the sidebar input stays usable
 
 
+def test_running_run_shows_as_running_and_polls(monkeypatch, tracking_uri):
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("live")
+    run = client.create_run(experiment, run_name="still-training")
+    client.log_metric(run.info.run_id, "val/acc", 0.5, step=0)
+    at = app(monkeypatch, tracking_uri)
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert list(table["status"]) == ["RUNNING"] and list(table["run_name"]) == ["still-training"]
+    assert any("1 running, refreshing every 5 s" in c and "last updated" in c for c in texts(at.caption))
+
+
 @pytest.mark.slow
 def test_empty_store_first_screen_trains_the_demos(monkeypatch, tracking_uri):
     at = app(monkeypatch, tracking_uri)

@@ -1,0 +1,132 @@
+"""End to end in a real browser: `streamlit run dashboard` + Debian's Chromium driven by Playwright.
+
+Set ``UPDATE_SCREENSHOTS=1`` to also write the README's screenshots (docs/img/runs.png, docs/img/predict.png).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dashboard import inputs, predictions
+from lightning_bnn import load_model
+from tests.dashboard.conftest import free_port
+from tests.dashboard.test_pages import digit_png
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+SCREENSHOTS = REPO / "docs" / "img"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
+
+
+@pytest.fixture
+def dashboard_server(digits_run, tmp_path):
+    """`streamlit run dashboard` on 127.0.0.1 and a free port, reading the digits run's store."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": digits_run[0], "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed below
+    command = [sys.executable, "-m", "streamlit", "run", "dashboard", "--server.address", "127.0.0.1",
+               "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
+               "--browser.gatherUsageStats", "false"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()  # stop the server by its PID
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def metric_value(page, label: str) -> str:
+    metric = page.locator('[data-testid="stMetric"]', has_text=label).first
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_predict_a_digit_in_the_browser(dashboard_server, digits_run, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    update = os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    ARTIFACTS.mkdir(exist_ok=True)
+    image = tmp_path / "digit.png"
+    image.write_bytes(digit_png(0))
+    # what the page must show: the same preprocessing and seeded sampling (S = 100) in this process
+    module = load_model(digits_run[1], tracking_uri=digits_run[0])
+    processed = inputs.image_to_model_input("digit.png", image.read_bytes(), module.hparams.preprocessing)
+    expected = predictions.classify(module, processed.array[None], 100)
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.goto(dashboard_server, wait_until="domcontentloaded")
+            page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
+            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
+            page.get_by_text("1 of 1 runs").wait_for(timeout=30_000)
+            if update:
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                page.wait_for_timeout(1000)
+                page.screenshot(path=str(SCREENSHOTS / "runs.png"))
+
+            page.goto(f"{dashboard_server}/predict", wait_until="domcontentloaded")
+            page.get_by_role("heading", name="Predict").wait_for(timeout=60_000)
+            page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
+            page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)
+            page.get_by_text("Predicted class").first.wait_for(timeout=30_000)
+
+            shown_class = metric_value(page, "Predicted class")
+            shown_entropy = float(metric_value(page, "Predictive entropy (nats)"))
+            assert shown_class == expected.class_names[int(expected.predicted[0])]
+            assert shown_entropy == pytest.approx(float(expected.predictive_entropy[0]), abs=1e-3)
+            assert 0.0 <= shown_entropy <= np.log(10)
+            assert page.locator('[data-testid="stPlotlyChart"]').count() == 2
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.set_viewport_size({"width": 1400, "height": 1700})  # Streamlit scrolls inside the page
+            page.wait_for_timeout(1500)  # let plotly finish drawing
+            page.screenshot(path=str(ARTIFACTS / "browser-predict.png"), full_page=True)
+            if update:
+                page.screenshot(path=str(SCREENSHOTS / "predict.png"), full_page=True)
+        finally:
+            context.close()
