@@ -19,7 +19,6 @@ those documents into plotly figures. They do no I/O and know nothing of MLflow;
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -258,8 +257,3 @@ def predictive_band_figure(doc: dict[str, Any]) -> Any:
         fig.add_vrect(x0=low, x1=high, opacity=0.08, line_width=0, annotation_text="training range")
     fig.update_layout(title="Predictive band on the test inputs", xaxis_title=doc["feature"], yaxis_title="target")
     return fig
-
-
-def finite_or_none(value: float) -> float | None:
-    """A float for JSON, with NaN and infinities as None."""
-    return value if math.isfinite(value) else None
