@@ -302,6 +302,7 @@ class MlflowRunCallback(L.Callback):
         self.config_yaml = config_yaml
         self.resumed_from = resumed_from
         self.seed = seed
+        self._recorded = False
 
     @staticmethod
     def _logger(trainer: L.Trainer) -> MLFlowLogger | None:
@@ -314,9 +315,20 @@ class MlflowRunCallback(L.Callback):
 
     # -- start ----------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record_start(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record_start(trainer, pl_module)  # a ``validate`` run: recorded as completely as a fit
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record_start(trainer, pl_module)  # a ``test`` run
+
+    def _record_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Params, tags and ``config.yaml``, once per run (the first of fit, validate or test to start)."""
         logger = self._logger(trainer)
-        if logger is None:
+        if logger is None or self._recorded:
             return
+        self._recorded = True
         datamodule = trainer.datamodule
         flat = flatten_params(self.config or {"model": dict(pl_module.hparams)})
         if datamodule is not None:

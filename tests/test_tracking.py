@@ -407,3 +407,20 @@ def test_command_helpers():
     )
     assert diff_params([{"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"}]) == [("b", ["2", "3"]), ("c", ["", "4"])]
     assert format_table(["h", "v"], [["x", ""]]).splitlines() == ["h  v", "-  -", "x  -"]
+
+
+def test_a_test_run_from_a_checkpoint_is_recorded_completely(digits_run, scratch_uri, tmp_path):
+    from conftest import CONFIGS
+
+    from lightning_bnn.cli import main
+
+    uri, run_id = digits_run
+    ckpt = MlflowClient(uri).download_artifacts(run_id, artifacts.BEST_CHECKPOINT, str(tmp_path))
+    args = ["test", "--config", str(CONFIGS / "digits.yaml"), "--ckpt_path", ckpt, "--model.hidden_sizes", "[32]"]
+    cli = main([*args, "--mlflow.tracking_uri", scratch_uri, "--mlflow.experiment", "test-only"])
+    client = MlflowClient(scratch_uri)
+    run = client.get_run(cli.trainer.logger.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["prior.name"] == "gaussian" and run.data.tags["dataset"] == "digits"
+    assert "test/acc" in run.data.metrics and "train/loss" not in run.data.metrics
+    assert {artifacts.CONFIG, artifacts.RELIABILITY} <= artifact_files(client, run.info.run_id)
