@@ -13,6 +13,7 @@ Extra options:
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,10 @@ class BNNCLI(LightningCLI):
         config = self.config.get(str(self.subcommand), self.config)
         mlflow_cfg = config.get("mlflow") or {}
         trainer_cfg = config.get("trainer") or {}
+        if trainer_cfg.get("default_root_dir") is None and not mlflow_cfg.get("enabled", True):
+            # no run to record, but checkpoints and Lightning's own logs still go beside the store
+            with contextlib.suppress(ValueError):
+                kwargs["default_root_dir"] = str(checkpoint_root(resolve_tracking_uri(mlflow_cfg.get("tracking_uri"))))
         if mlflow_cfg.get("enabled", True) and trainer_cfg.get("logger") in (None, True):
             uri = resolve_tracking_uri(mlflow_cfg.get("tracking_uri"))
             if trainer_cfg.get("default_root_dir") is None:
