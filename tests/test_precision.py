@@ -50,6 +50,7 @@ def test_autocast_leaves_float64_alone():
     assert out.dtype == torch.float64
 
 
+@pytest.mark.slow
 def test_bf16_mixed_fit_on_cpu(tracking_uri):
     """``--trainer.precision bf16-mixed`` trains and tests through the CLI on CPU."""
     cli = train(
