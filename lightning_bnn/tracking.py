@@ -32,6 +32,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +338,13 @@ class MlflowRunCallback(L.Callback):
         tags = run_tags(pl_module, datamodule)
         if self.resumed_from:
             client.update_run(run_id, status="RUNNING")
-            existing = client.get_run(run_id).data.params
+            previous = client.get_run(run_id).data
+            existing = previous.params
+            if "error" in previous.tags:  # the stop that is being resumed: kept, but no longer the run's error
+                tags["resume.previous_error"] = previous.tags["error"]
+                for key in ("error", "error.type"):
+                    if key in previous.tags:
+                        client.delete_tag(run_id, key)
             changed = {k: [existing[k], v] for k, v in flat.items() if k in existing and existing[k] != v}
             flat = {k: v for k, v in flat.items() if k not in existing}
             tags["resumed_from_checkpoint"] = str(self.resumed_from)
@@ -393,13 +400,19 @@ class MlflowRunCallback(L.Callback):
         logger = self._logger(trainer)
         if logger is None or logger._run_id is None:
             return
+        if isinstance(logger, BNNMLFlowLogger) and is_interruption(exception):
+            logger.interrupted = True
+        try:
+            self._record_exception(trainer, logger, exception)
+        except Exception as err:  # noqa: BLE001 - never hide the original error behind a tracking error
+            warnings.warn(f"could not record the {type(exception).__name__} in MLflow: {err}", stacklevel=2)
+
+    def _record_exception(self, trainer: L.Trainer, logger: MLFlowLogger, exception: BaseException) -> None:
         client, run_id = logger.experiment, logger.run_id
         client.set_tag(run_id, "error.type", type(exception).__name__)
         client.set_tag(run_id, "error", (f"{type(exception).__name__}: {exception}".strip(": "))[:5000])
         if not is_interruption(exception):
             return
-        if isinstance(logger, BNNMLFlowLogger):
-            logger.interrupted = True
         last = self._last_checkpoint(trainer)
         if last is not None:
             with tempfile.TemporaryDirectory() as tmp:

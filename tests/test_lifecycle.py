@@ -154,6 +154,7 @@ def test_sigterm_ends_killed_with_a_checkpoint_and_fit_resumes_the_same_run(trac
     resumed = client.get_run(run_id)
     assert resumed.info.status == "FINISHED"
     assert Path(resumed.data.tags["resumed_from_checkpoint"]).name == "last.ckpt"
+    assert "error" not in resumed.data.tags and "SIGTERMException" in resumed.data.tags["resume.previous_error"]
     history = client.get_metric_history(run_id, "val/nll")
     assert len(history) == 3 and sorted(m.step for m in history) == [m.step for m in history]
     assert len({m.step for m in client.get_metric_history(run_id, "train/loss")}) == 3  # epochs 0, 1, 2
