@@ -192,6 +192,29 @@ def pixels_from_model_input(array: np.ndarray, preprocessing: dict) -> np.ndarra
     return np.clip(np.round(np.asarray(array)[0] / scale * 255.0), 0, 255).astype(np.uint8)
 
 
+def _header_columns(text: str) -> int:
+    """Number of columns of the first line of a CSV text (quotes respected where they parse)."""
+    import csv
+
+    line = text.lstrip("\r\n").split("\n", 1)[0].rstrip("\r")
+    try:
+        return len(next(csv.reader([line]), []))
+    except csv.Error:
+        return line.count(",") + 1
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an upload's text never floods a message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _names(values: list, limit: int = 10) -> str:
+    """A list of column names for a message: at most ``limit`` of them, each shortened."""
+    shown = ", ".join(_short(v) for v in values[:limit])
+    return f"[{shown}" + (f", … {len(values) - limit} more]" if len(values) > limit else "]")
+
+
 def _row_label(index: int) -> str:
     return f"row {index + 2}"  # 1-based, after the header line
 
@@ -221,8 +244,18 @@ def parse_feature_csv(
         raise InputError(f"{name}: this is not a text CSV file (it is not UTF-8 text).") from None
     if not text.strip():
         raise InputError(f"{name}: the file has no content.")
+    allowed = len(feature_names) + len(allowed_extra)
+    header = _header_columns(text)
+    if header > allowed + 100:  # refuse before pandas parses it: a 5 MB header of 600k columns takes minutes, GBs
+        raise InputError(
+            f"{name}: the CSV has {header:,} columns; the model takes exactly the columns {list(feature_names)}"
+            + (f" (optionally also {list(allowed_extra)})" if allowed_extra else "")
+            + "."
+        )
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+        frame = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True, nrows=MAX_CSV_ROWS + 1
+        )
     except pd.errors.EmptyDataError:
         raise InputError(f"{name}: the CSV has no header row.") from None
     except (pd.errors.ParserError, ValueError) as err:
@@ -234,14 +267,15 @@ def parse_feature_csv(
     extra = [c for c in frame.columns if c not in feature_names and c not in allowed_extra]
     if extra:
         raise InputError(
-            f"{name}: unexpected column(s) {extra}; the model takes exactly the columns {list(feature_names)}"
+            f"{name}: unexpected column(s) {_names(extra)}; the model takes exactly the columns {list(feature_names)}"
             + (f" (optionally also {list(allowed_extra)})" if allowed_extra else "")
             + "."
         )
     if len(frame) == 0:
         raise InputError(f"{name}: the CSV has a header but no data rows.")
-    if len(frame) > MAX_CSV_ROWS:
-        raise InputError(f"{name}: {len(frame):,} rows is too many; the limit is {MAX_CSV_ROWS:,} rows per upload.")
+    if len(frame) > MAX_CSV_ROWS:  # pandas read at most MAX_CSV_ROWS + 1 of them
+        rows = len(text.strip().splitlines()) - 1
+        raise InputError(f"{name}: {rows:,} rows is too many; the limit is {MAX_CSV_ROWS:,} rows per upload.")
     columns = [*feature_names, *[c for c in allowed_extra if c in frame.columns]]
     out = pd.DataFrame(index=frame.index)
     for column in columns:
@@ -251,9 +285,9 @@ def parse_feature_csv(
             if text_value == "" or text_value.lower() in ("nan", "na", "null", "none"):
                 raise InputError(f"{name}: column '{column}', {_row_label(i)}: missing value (empty or NaN).")
             if math.isnan(value):
-                raise InputError(f"{name}: column '{column}', {_row_label(i)}: {text_value!r} is not a number.")
+                raise InputError(f"{name}: column '{column}', {_row_label(i)}: {_short(text_value)} is not a number.")
             if math.isinf(value):
-                raise InputError(f"{name}: column '{column}', {_row_label(i)}: infinite value {text_value!r}.")
+                raise InputError(f"{name}: column '{column}', {_row_label(i)}: infinite value {_short(text_value)}.")
         out[column] = values.astype(np.float64)
     return out.reset_index(drop=True)
 
@@ -272,9 +306,9 @@ def validate_form_values(values: dict[str, object], feature_names: list[str]) ->
         try:
             number = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise InputError(f"'{feature}': {value!r} is not a number.") from None
+            raise InputError(f"'{feature}': {_short(value)} is not a number.") from None
         if not math.isfinite(number):
-            raise InputError(f"'{feature}': {value!r} is not a finite number.")
+            raise InputError(f"'{feature}': {_short(value)} is not a finite number.")
         row.append(number)
     return np.asarray([row], dtype=np.float64)
 
