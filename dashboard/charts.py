@@ -27,7 +27,7 @@ def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
         title=title,
         height=height,
         margin={"l": 40, "r": 20, "t": 50, "b": 40},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0.0},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0.0},
     )
     return fig
 
@@ -283,8 +283,8 @@ def uncertainty_split(result: ClassificationResult, index: int) -> go.Figure:
         )
     )
     fig.update_layout(barmode="stack")
-    fig.update_xaxes(title="entropy (nats)", range=[0, math.log(max(len(result.class_names), 2)) * 1.05])
-    return _layout(fig, "Uncertainty: predictive entropy = aleatoric + epistemic", height=260)
+    fig.update_xaxes(range=[0, math.log(max(len(result.class_names), 2)) * 1.05])
+    return _layout(fig, "Uncertainty (nats): predictive entropy = aleatoric + epistemic", height=260)
 
 
 def regression_distribution(result: RegressionResult, index: int, target: int = 0) -> go.Figure:

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import yaml
 
-from lightning_bnn.layers import PredictEstimator, _BayesLayer, set_predict_estimator
+from lightning_bnn.layers import PredictEstimator, set_predict_estimator
 from lightning_bnn.predict import (
     central_interval,
     check_num_samples,
@@ -61,7 +61,7 @@ class ExamplesUnavailable(LookupError):
 @contextlib.contextmanager
 def predict_estimator(network: torch.nn.Module, estimator: str) -> Iterator[None]:
     """Temporarily set every Bayesian layer's prediction estimator; restores the previous ones."""
-    layers = [m for m in network.modules() if isinstance(m, _BayesLayer)]
+    layers = [m for m in network.modules() if hasattr(m, "predict_estimator")]
     previous = [m.predict_estimator for m in layers]
     with _MODEL_LOCK:
         set_predict_estimator(network, estimator)

@@ -193,8 +193,10 @@ def list_runs(uri: str, max_results: int = 1000) -> pd.DataFrame:
         if not rows:
             return pd.DataFrame(columns=RUN_COLUMNS)
         frame = pd.DataFrame(rows)
-        unlogged = [k for k in KEY_METRICS if frame[k].isna().all()]
-        return frame.drop(columns=unlogged)
+        metrics = [k for k in KEY_METRICS if frame[k].notna().any()]
+        first = ["run_name", "status", "experiment", "dataset", "task"]
+        rest = [c for c in frame.columns if c not in first and c not in KEY_METRICS and c != "run_id"]
+        return frame[[*first, *metrics, *rest, "run_id"]]
 
     return _wrap(uri, read)
 

@@ -61,7 +61,6 @@ def on_select() -> None:
     shared.set_selected_runs([ids[i] for i in rows if i < len(ids)])
 
 
-@st.fragment(run_every=5 if running else None)
 def table_view() -> None:
     current, when = shared.runs_table(uri)
     view = runs.filter_runs(current, text, statuses).reset_index(drop=True)
@@ -83,15 +82,18 @@ def table_view() -> None:
     live = int((current["status"] == "RUNNING").sum())
     note = f" · {live} running, refreshing every 5 s" if live else ""
     st.caption(f"{len(view)} of {len(current)} runs · last updated {when:%H:%M:%S}{note}")
+    chosen = shared.selected_runs()
+    if chosen:
+        st.success(f"Selected {len(chosen)} run(s): open **Compare**, **Run detail** or **Predict** to use them.")
+    else:
+        st.info("Tick rows in the table to select runs for the other pages.")
 
 
-table_view()
-
-chosen = shared.selected_runs()
-if chosen:
-    st.success(f"Selected {len(chosen)} run(s): open **Compare**, **Run detail** or **Predict** to use them.")
+if running:  # poll while runs train: only the table reruns, every 5 s
+    st.fragment(run_every=5)(table_view)()
 else:
-    st.info("Tick rows in the table to select runs for the other pages.")
+    table_view()
+
 cols = st.columns(4)
 cols[0].page_link("pages/compare.py", label="Compare runs", icon=":material/monitoring:")
 cols[1].page_link("pages/run_detail.py", label="Run detail", icon=":material/biotech:")

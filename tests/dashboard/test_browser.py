@@ -105,12 +105,18 @@ def test_predict_a_digit_in_the_browser(dashboard_server, digits_run, tmp_path):
             page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
             page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
             page.get_by_text("1 of 1 runs").wait_for(timeout=30_000)
+            # tick the run's row (the grid is a canvas: click its checkbox cell) to select it for the other pages
+            grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+            page.mouse.click(grid["x"] + 16, grid["y"] + 35 + 17)
+            page.get_by_text("Selected 1 run(s)").wait_for(timeout=30_000)
             if update:
                 SCREENSHOTS.mkdir(parents=True, exist_ok=True)
                 page.wait_for_timeout(1000)
                 page.screenshot(path=str(SCREENSHOTS / "runs.png"))
 
-            page.goto(f"{dashboard_server}/predict", wait_until="domcontentloaded")
+            # to Predict through the sidebar (same session: the selection comes along)
+            page.locator('[data-testid="stSidebarNav"] a', has_text="Predict").click()
+            page.get_by_text("1 run(s) selected").wait_for(timeout=30_000)
             page.get_by_role("heading", name="Predict").wait_for(timeout=60_000)
             page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
             page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)

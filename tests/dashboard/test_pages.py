@@ -161,6 +161,11 @@ def test_compare_page(monkeypatch, rich_store):
     assert len(sweep["data"]) == 2  # one panel per swept field (lr, prior.sigma)
     assert sorted(sweep["data"][0]["y"]) == pytest.approx([0.7, 0.75, 0.8])
     assert len(at.dataframe[1].value) == 3
+    # changing the runs here changes the selection carried to the other pages
+    at.multiselect(key="compare_runs").set_value([rich_store["fake"]]).run()
+    assert at.session_state["selected_runs"] == [rich_store["fake"]]
+    assert len(charts(at)[0]["data"]) == 1
+    assert any("two or more runs" in i for i in texts(at.info))
 
 
 # -- Run detail ---------------------------------------------------------------------------------------
