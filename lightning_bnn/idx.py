@@ -8,6 +8,7 @@ Files may be gzip-compressed (``.gz``).
 from __future__ import annotations
 
 import gzip
+import math
 import shutil
 import urllib.request
 from pathlib import Path
@@ -64,7 +65,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < header:
         raise IdxError(f"{path} is truncated (header)")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims))
+    expected = math.prod(dims)  # exact: np.prod wraps around for absurd headers
     if len(raw) - header != expected:
         raise IdxError(f"{path} holds {len(raw) - header} data bytes, expected {expected} for shape {dims}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)

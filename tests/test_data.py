@@ -85,6 +85,13 @@ def test_read_idx_truncated_file(tmp_path):
         read_idx(path)
 
 
+def test_read_idx_absurd_header(tmp_path):
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 3]) + (2**32 - 1).to_bytes(4, "big") * 3 + bytes(10))
+    with pytest.raises(IdxError, match=f"holds 10 data bytes, expected {(2**32 - 1) ** 3} for shape"):
+        read_idx(path)
+
+
 def test_read_idx_truncated_gzip(tmp_path):
     blob = gzip.compress(idx_bytes(np.zeros((50, 28, 28), dtype=np.uint8)))
     path = tmp_path / "train-images-idx3-ubyte.gz"
