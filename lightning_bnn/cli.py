@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import MLFlowLogger
@@ -57,14 +58,17 @@ class BNNCLI(LightningCLI):
         try:
             super()._parse_ckpt_path()
         except pickle.UnpicklingError as err:
-            path = self.config[self.config.subcommand].get("ckpt_path")
-            reason = str(err).split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
-            self.parser.error(
-                f"--ckpt_path {path}: refusing to load this checkpoint: it holds pickled objects other than "
-                f"tensors and plain data ({reason}). lightning_bnn only loads checkpoints with "
-                "torch.load(weights_only=True) and never runs code from a file.",
-                ex=err,
-            )
+            self._refuse_pickled(self.config[self.config.subcommand].get("ckpt_path"), err)
+
+    def _refuse_pickled(self, path: Any, err: pickle.UnpicklingError) -> None:
+        """Exit with a clear message for a checkpoint that torch.load(weights_only=True) refused."""
+        reason = str(err).split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
+        self.parser.error(
+            f"--ckpt_path {path}: refusing to load this checkpoint: it holds pickled objects other than "
+            f"tensors and plain data ({reason}). lightning_bnn only loads checkpoints with "
+            "torch.load(weights_only=True) and never runs code from a file.",
+            ex=err,
+        )
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
@@ -155,6 +159,10 @@ class BNNCLI(LightningCLI):
             local = mlflow.artifacts.download_artifacts(artifact_uri=ckpt_uri, dst_path=str(target), tracking_uri=uri)
         except Exception as err:  # an unknown run or a missing artifact: say which, as for a bad option
             self.parser.error(f"--ckpt_path {ckpt_uri}: cannot download it from {uri}: {err}", ex=err)
+        try:  # a file from a store is untrusted: refuse pickled code now, with a clear message
+            torch.load(local, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as err:
+            self._refuse_pickled(ckpt_uri, err)
         self.config_init[self.subcommand]["ckpt_path"] = local  # what trainer.fit receives
         return local
 

@@ -239,3 +239,32 @@ def test_pickle_bomb_is_live(tmp_path):
     env = {**cli_env(), "LIGHTNING_BNN_EVIL_MARKER": str(module_marker)}
     subprocess.run([sys.executable, "-c", f"import {EVIL_MODULE}"], env=env, check=True, timeout=60)
     assert module_marker.read_text() == "imported\n"
+
+
+def test_config_yaml_naming_a_foreign_class_in_the_dashboard(marker):
+    from dashboard.predictions import ExamplesUnavailable, test_examples
+
+    config = f"data:\n  class_path: {EVIL_MODULE}.{EVIL_CLASS}\n  init_args: {{}}\n"
+    with pytest.raises(ExamplesUnavailable, match="only rebuilt for the bundled data sets"):
+        test_examples(config)
+
+
+def test_fit_refuses_pickle_checkpoint_from_a_store(tmp_path, marker, capsys):
+    """``fit --ckpt_path runs:/<run>/...`` downloads a checkpoint from a store: it is loaded weights-only too."""
+    from mlflow import MlflowClient
+
+    from lightning_bnn.cli import main
+    from lightning_bnn.tracking import ensure_experiment
+
+    uri = store_uri(tmp_path)
+    client = MlflowClient(uri)
+    run = client.create_run(ensure_experiment(client, "digits", uri))
+    client.log_artifact(run.info.run_id, str(pickle_checkpoint(tmp_path / "last.ckpt", marker)), "checkpoints")
+    client.set_terminated(run.info.run_id, "KILLED")
+    args = fit_args(DIGITS, uri, "--trainer.max_epochs", "1", "--model.hidden_sizes", "[8]")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--ckpt_path", f"runs:/{run.info.run_id}/checkpoints/last.ckpt"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "refusing to load this checkpoint" in err and "GLOBAL exec" in err
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # no run was started for it
