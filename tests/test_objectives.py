@@ -76,9 +76,10 @@ def test_bad_schedule_arguments():
     assert {k.value for k in KLWeighting} == {"uniform", "blundell", "anneal"}
 
 
-@pytest.mark.parametrize("kl_scale", [1.0, 0.1])
-@pytest.mark.parametrize("task", ["classification", "regression"])
-def test_training_loss_is_nll_sum_plus_weighted_kl(task, kl_scale):
+@pytest.mark.parametrize("prior", ["gaussian", "laplace"])
+@pytest.mark.parametrize("estimator", ["local", "reparameterization", "flipout"])
+@pytest.mark.parametrize(("task", "kl_scale"), [("classification", 1.0), ("regression", 0.1)])
+def test_training_loss_is_nll_sum_plus_weighted_kl(task, kl_scale, estimator, prior):
     """loss_i = NLL summed over the minibatch (mean over S samples) + kl_scale * pi_i * KL."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -90,6 +91,8 @@ def test_training_loss_is_nll_sum_plus_weighted_kl(task, kl_scale):
             hidden_sizes=[8],
             num_samples_train=5,
             kl_scale=kl_scale,
+            estimator=estimator,
+            prior={"name": prior},
             noise="fixed",
             noise_std=0.5,
         )
@@ -97,11 +100,18 @@ def test_training_loss_is_nll_sum_plus_weighted_kl(task, kl_scale):
         y = torch.randint(0, 3, (6,)) if task == "classification" else torch.randn(6, 1)
         state = torch.get_rng_state()
         loss = module.training_step((x, y), 0)  # no trainer: one batch per epoch, pi_1 = 1
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in module.named_parameters()}
+        module.zero_grad()
         torch.set_rng_state(state)
-        out = module.net(x, 5)
+        out = module.net(x, 5)  # the plain path, with the same noise
     if task == "classification":
         nll = torch.nn.functional.cross_entropy(out.reshape(-1, 3), y.repeat(5), reduction="sum") / 5
     else:
         nll = -torch.distributions.Normal(out, 0.5).log_prob(y.unsqueeze(0)).sum() / 5
     expected = nll + kl_scale * total_kl(module.net)
     torch.testing.assert_close(loss, expected)
+    # the training step's gradients equal plain autograd through forward + total_kl
+    expected.backward()
+    for name, p in module.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)

@@ -120,6 +120,34 @@ def test_closed_form_laplace_kl_equals_independent_monte_carlo():
     assert abs(mc.item() - exact.item()) < 0.03
 
 
+@pytest.mark.parametrize("prior", [PriorConfig(name="gaussian", sigma=0.3), PriorConfig(name="laplace", scale=0.4)])
+def test_closed_form_kl_gradients(prior):
+    """Gradients of the exact KL w.r.t. mu and rho equal autograd through kl_divergence / the formula."""
+    post = _posterior((3, 5))
+    post.kl(prior, KLMethod.exact).backward()
+    got = (post.mu.grad.clone(), post.rho.grad.clone())
+    mu = post.mu.detach().clone().requires_grad_()
+    rho = post.rho.detach().clone().requires_grad_()
+    sigma = torch.nn.functional.softplus(rho)
+    if prior.name is PriorName.gaussian:
+        ref = D.kl_divergence(D.Normal(mu, sigma), D.Normal(_f64(0.0), _f64(prior.sigma))).sum()
+    else:
+        ref = gaussian_kl_to_laplace(mu, sigma, prior.scale)
+    ref.backward()
+    torch.testing.assert_close(got[0], mu.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[1], rho.grad, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradcheck(
+        lambda m, r: _kl_of(m, r, prior), (mu.detach().requires_grad_(), rho.detach().requires_grad_())
+    )
+
+
+def _kl_of(mu: torch.Tensor, rho: torch.Tensor, prior: PriorConfig) -> torch.Tensor:
+    post = GaussianPosterior(tuple(mu.shape), 0.0, 0.0).double()
+    del post.mu, post.rho
+    post.mu, post.rho = mu, rho  # plain tensors: gradcheck differentiates through them
+    return post.kl(prior, KLMethod.exact)
+
+
 # -- the Monte Carlo KL -------------------------------------------------------------------------------------
 
 
