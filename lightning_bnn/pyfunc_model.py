@@ -4,8 +4,9 @@
 ``python_model``: MLflow copies the file into the model folder and runs it on load,
 so nothing is pickled (a ``PythonModel`` passed as an object would be serialised with
 CloudPickle). The weights travel as the artifact ``model`` (``weights.safetensors`` +
-``model.json``, see :mod:`lightning_bnn.serialization`), and loading them needs the
-``lightning_bnn`` package importable in the serving environment.
+``model.json``, see :mod:`lightning_bnn.serialization`), and the package's source as
+the model's ``code/`` folder, so the serving environment needs only the pinned
+requirements, not an installed ``lightning_bnn``.
 
 Input: a float array ``[B, *input_shape]`` (the signature is a tensor spec; for
 tabular data a DataFrame with one column per feature also fits it). Images are model

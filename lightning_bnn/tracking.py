@@ -589,11 +589,25 @@ def pip_requirements() -> list[str]:
     return pins
 
 
+def _package_source(folder: Path) -> Path:
+    """A copy of the ``lightning_bnn`` package's Python files in ``folder/lightning_bnn`` (for ``code_paths``)."""
+    source = Path(__file__).resolve().parent
+    target = folder / source.name
+    for path in source.rglob("*.py"):
+        if "__pycache__" not in path.parts:
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+    return target
+
+
 def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tmp: Path) -> None:
     """Log the run's MLflow pyfunc model under ``pyfunc/`` as a model from code.
 
     ``python_model`` is the *path* of :mod:`lightning_bnn.pyfunc_model` (no pickle); the
-    safetensors weights in ``model_dir`` ride along as its artifact. The signature
+    safetensors weights in ``model_dir`` ride along as its artifact, and the package's
+    Python source as its ``code/`` (about 0.3 MB), so the model loads where
+    ``lightning_bnn`` is not installed. The signature
     (tensor input, DataFrame output, params ``num_samples`` and ``seed``) is inferred
     from a prediction on ``example``.
     """
@@ -607,14 +621,16 @@ def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tm
     params = {"num_samples": int(module.hparams.num_samples_eval), "seed": 0}
     output = pyfunc_model.predict_frame(module, example, params)
     signature = infer_signature(example, output, params=params)
-    mlflow.pyfunc.save_model(
-        path=str(tmp),
-        python_model=pyfunc_model.__file__,
-        artifacts={pyfunc_model.MODEL_ARTIFACT: str(model_dir)},
-        signature=signature,
-        input_example=example,
-        pip_requirements=pip_requirements(),
-    )
+    with tempfile.TemporaryDirectory() as staging:
+        mlflow.pyfunc.save_model(
+            path=str(tmp),
+            python_model=pyfunc_model.__file__,
+            artifacts={pyfunc_model.MODEL_ARTIFACT: str(model_dir)},
+            code_paths=[str(_package_source(Path(staging)))],
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
     client.log_artifacts(run_id, str(tmp), artifacts.PYFUNC_MODEL)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import mlflow
@@ -212,6 +213,32 @@ def test_pyfunc_model_loads_and_predicts_statistics(digits_run, tmp_path):
         torch.manual_seed(1)
         mean = reloaded.sample_predictions(torch.from_numpy(x), 8).mean(0).numpy()
     assert np.allclose(probs, mean, atol=1e-6)
+
+
+def test_pyfunc_model_loads_where_lightning_bnn_is_not_installed(digits_run, tmp_path):
+    import subprocess
+    import sys
+
+    uri, run_id = digits_run
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(tmp_path), tracking_uri=uri
+    )
+    assert (Path(local) / "code" / "lightning_bnn" / "serialization.py").is_file()
+    script = (
+        "import importlib.util, json, sys, mlflow\n"
+        "assert importlib.util.find_spec('lightning_bnn') is None, 'lightning_bnn must not be importable here'\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "example = json.load(open(sys.argv[1] + '/input_example.json'))\n"
+        "import numpy as np\n"
+        "out = model.predict(np.asarray(example, dtype=np.float32), params={'num_samples': 4})\n"
+        "print(len(out), sorted(out.columns)[0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, local], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["2", "entropy"]
 
 
 def _log_model_dir(client: MlflowClient, experiment_id: str, folder: Path) -> str:
