@@ -118,3 +118,17 @@ def test_print_config_and_the_other_subcommands(capsys):
     ):
         cli = main([sub, "--config", str(CONFIGS / "digits.yaml"), *quiet, f"--trainer.{limit}", "2"])
         assert cli.trainer.state.finished, sub
+
+
+def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):
+    """No URI given and no MLFLOW_TRACKING_URI: a fit records into ./mlruns/mlflow.db, artifacts under ./mlruns."""
+    from lightning_bnn.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    cli = main(["fit", "--config", str(CONFIGS / "toy_regression.yaml"), "--trainer.fast_dev_run", "true", *quiet])
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    run = MlflowClient(uri).get_run(cli.trainer.logger.run_id)
+    assert run.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())
+    assert "test/rmse" in run.data.metrics
