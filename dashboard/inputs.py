@@ -228,10 +228,10 @@ def parse_feature_csv(
         name: the file's name (for messages).
         data: the file's bytes.
         feature_names: the model's feature columns (all required).
-        allowed_extra: further columns that may be present and are kept (e.g. the target).
+        allowed_extra: further columns that may be present and are kept as text (e.g. the target).
 
     Returns:
-        A float64 DataFrame with the feature columns first (in model order), then any allowed extras.
+        A DataFrame with the float64 feature columns first (in model order), then any allowed extras (text).
 
     Raises:
         InputError: empty file, not text, unreadable CSV, missing or unexpected columns,
@@ -276,9 +276,8 @@ def parse_feature_csv(
     if len(frame) > MAX_CSV_ROWS:  # pandas read at most MAX_CSV_ROWS + 1 of them
         rows = len(text.strip().splitlines()) - 1
         raise InputError(f"{name}: {rows:,} rows is too many; the limit is {MAX_CSV_ROWS:,} rows per upload.")
-    columns = [*feature_names, *[c for c in allowed_extra if c in frame.columns]]
     out = pd.DataFrame(index=frame.index)
-    for column in columns:
+    for column in feature_names:
         raw = frame[column].astype(str).str.strip()
         values = pd.to_numeric(raw, errors="coerce")
         for i, (text_value, value) in enumerate(zip(raw, values)):
@@ -289,6 +288,9 @@ def parse_feature_csv(
             if math.isinf(value):
                 raise InputError(f"{name}: column '{column}', {_row_label(i)}: infinite value {_short(text_value)}.")
         out[column] = values.astype(np.float64)
+    for column in allowed_extra:  # e.g. true labels: kept as text, shown next to the predictions
+        if column in frame.columns:
+            out[column] = frame[column].astype(str).str.slice(0, 200)
     return out.reset_index(drop=True)
 
 

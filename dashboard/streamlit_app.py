@@ -8,8 +8,13 @@ URI; each page lives in ``dashboard/pages/`` and calls plain modules
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# A dashboard must answer quickly: MLflow's HTTP client otherwise retries a dead server for minutes.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `streamlit run dashboard` puts only dashboard/ on the path

@@ -182,7 +182,9 @@ def tabular_inputs() -> None:
     else:
         x = inputs.standardise(frame[features].to_numpy(), pre)
         result = predictions.classify(module, x, num_samples)
-        show_classification(result, [f"row {i + 1}" for i in range(len(frame))])
+        truth = next((t for t in targets if t in frame), None)
+        names = [f"row {i + 1}" + (f" (true {truth}: {frame[truth][i]})" if truth else "") for i in range(len(frame))]
+        show_classification(result, names)
 
 
 def fan() -> None:

@@ -89,3 +89,28 @@ def free_port() -> int:
 def closed_port_uri() -> str:
     """An http:// tracking URI where nothing listens."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def iris_run(tmp_path_factory) -> tuple[str, str]:
+    """(tracking_uri, run_id) of a tiny real CSV classification run (scikit-learn's iris as a CSV file)."""
+    from sklearn.datasets import load_iris
+
+    from tests.conftest import train
+
+    root = tmp_path_factory.mktemp("iris_store")
+    (root / "mlruns").mkdir()
+    iris = load_iris(as_frame=True)
+    frame = iris.frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    frame["target"] = [iris.target_names[t] for t in iris.target]
+    frame.to_csv(root / "iris.csv", index=False)
+    config = root / "iris.yaml"
+    config.write_text(
+        "trainer: {max_epochs: 2, accelerator: cpu, log_every_n_steps: 1}\n"
+        "model: {hidden_sizes: [8], num_samples_eval: 5}\n"
+        "data:\n  class_path: lightning_bnn.tabular.CSVDataModule\n"
+        f"  init_args: {{path: {root / 'iris.csv'}, target: target, task: classification, batch_size: 32}}\n"
+    )
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    cli = train(config, uri)
+    return uri, cli.trainer.logger.run_id

@@ -135,9 +135,10 @@ def csv(text: str) -> bytes:
 
 
 def test_good_csv_with_target_column():
-    frame = inputs.parse_feature_csv("in.csv", csv("b, a ,y\n1,2,3\n4.5,-1e3,0\n"), ["a", "b"], ["y"])
+    frame = inputs.parse_feature_csv("in.csv", csv("b, a ,y\n1,2,cat\n4.5,-1e3,0\n"), ["a", "b"], ["y"])
     assert list(frame.columns) == ["a", "b", "y"]
-    np.testing.assert_allclose(frame.to_numpy(), [[2, 1, 3], [-1000, 4.5, 0]])
+    np.testing.assert_allclose(frame[["a", "b"]].to_numpy(), [[2, 1], [-1000, 4.5]])
+    assert list(frame["y"]) == ["cat", "0"]  # an allowed extra (the target) is kept as text
     x = inputs.standardise(frame[["a", "b"]].to_numpy(), TABULAR)
     np.testing.assert_allclose(x, [[0.5, -1.8], [-500.5, -1.1]], rtol=1e-6)
 

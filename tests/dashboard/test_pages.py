@@ -280,3 +280,29 @@ def test_predict_toy_regression(monkeypatch, toy_run):
     no_exceptions(at)
     assert any("unexpected column(s) ['z']" in e for e in texts(at.error))
     assert len(charts(at)) == 1  # the fan chart still shows
+
+
+def test_predict_csv_classifier(monkeypatch, iris_run):
+    uri, run_id = iris_run
+    at = app(monkeypatch, uri, [run_id])
+    open_page(at, "predict")
+    no_exceptions(at)
+    features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert [n.label for n in at.number_input] == features  # a form field per feature, at the training means
+    shown = metrics(at)
+    assert shown["Predicted class"] in {"setosa", "versicolor", "virginica"}
+    assert len(charts(at)) == 2 and len(charts(at)[0]["data"][0]["y"]) == 100 * 3
+    at.number_input(key="feature_2").set_value(1.4).run()  # a typical setosa petal length
+    no_exceptions(at)
+    at.radio(key="tabular_source").set_value("Upload CSV").run()
+    rows = "sepal_length,sepal_width,petal_length,petal_width,target\n5.1,3.5,1.4,0.2,setosa\n6.7,3.0,5.2,2.3,x\n"
+    at.file_uploader(key="csv_upload").set_value(("rows.csv", rows.encode(), "text/csv"))
+    at.run()
+    no_exceptions(at)
+    assert len([m for m in at.metric if m.label == "Predicted class"]) == 2
+    assert len(charts(at)) == 4
+    assert "**row 1 (true target: setosa)**" in texts(at.markdown)
+    at.file_uploader(key="csv_upload").set_value(("bad.csv", b"sepal_length\nabc\n", "text/csv"))
+    at.run()
+    no_exceptions(at)
+    assert any("missing column(s)" in e and "petal_width" in e for e in texts(at.error))
