@@ -118,9 +118,14 @@ def _times(row: dict) -> str:
 
 # -- classification -------------------------------------------------------------------------------------
 def classification(
-    uri: str, dataset: str = "fashion_mnist", units: int = 400, epochs: int | None = None, quick: bool = False
+    uri: str,
+    dataset: str = "fashion_mnist",
+    units: int = 400,
+    epochs: int | None = None,
+    quick: bool = False,
+    variants: Sequence[str] | None = None,
 ) -> tuple[str, list[dict]]:
-    """Train the four classification variants; return (markdown, rows)."""
+    """Train the classification variants (default: all four); return (markdown, rows)."""
     if quick:
         base, dataset, units, epochs = CONFIGS / "digits.yaml", "digits", 32, epochs or 2
     else:
@@ -130,16 +135,20 @@ def classification(
     if epochs is not None:
         extra += ["--trainer.max_epochs", str(epochs)]
     rows = []
-    for variant, (config, label) in CLASSIFICATION_VARIANTS.items():
-        run_id, wall = train_run([base, EXPERIMENT_CONFIGS / config], uri, experiment, f"{variant}-{units}", *extra)
+    used_epochs = epochs if epochs is not None else _config_epochs(base)
+    for variant in variants or list(CLASSIFICATION_VARIANTS):
+        config, label = CLASSIFICATION_VARIANTS[variant]
+        name = f"{variant}-{units}-{used_epochs}ep"
+        run_id, wall = train_run([base, EXPERIMENT_CONFIGS / config], uri, experiment, name, *extra)
         m = _metrics(uri, run_id)
         rows.append({"variant": variant, "label": label, "run_id": run_id, "wall": wall, **m})
         rows[-1]["threads"] = torch.get_num_threads()
         print(f"[experiments] {variant}: test/acc={m.get('test/acc')} wall={wall:.0f}s run={run_id}", flush=True)
-    used_epochs = epochs if epochs is not None else _config_epochs(base)
     command = "python -m lightning_bnn.experiments classification" + (" --quick" if quick else "")
     if not quick and (dataset != "fashion_mnist" or units != 400 or epochs is not None):
         command += f" --dataset {dataset} --units {units}" + (f" --epochs {epochs}" if epochs is not None else "")
+    if variants:
+        command += " --variants " + " ".join(variants)
     return classification_table(rows, dataset, units, used_epochs, command), rows
 
 
@@ -310,8 +319,11 @@ def band_figure(grid: torch.Tensor, bands: dict[str, dict], points: tuple[torch.
 
 
 # -- pruning ------------------------------------------------------------------------------------------------
-def best_bbb_run(uri: str, dataset: str = "fashion_mnist") -> str:
-    """Id of the BBB run of ``paper-classification-<dataset>`` with the highest test accuracy."""
+def best_bbb_runs(uri: str, dataset: str = "fashion_mnist") -> list:
+    """The finished BBB runs of ``paper-classification-<dataset>`` with the highest test accuracy, one per prior.
+
+    Ordered best first, so the first is the best BBB run overall.
+    """
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
@@ -322,41 +334,55 @@ def best_bbb_run(uri: str, dataset: str = "fashion_mnist") -> str:
         [experiment.experiment_id],
         filter_string="tags.layer_type = 'bayes' and attributes.status = 'FINISHED'",
         order_by=["metrics.`test/acc` DESC"],
-        max_results=1,
     )
-    if not runs:
+    best: dict[str, object] = {}
+    for run in runs:
+        if "test/acc" in run.data.metrics and "mlflow.parentRunId" not in run.data.tags:
+            best.setdefault(run.data.params.get("prior.name", "?"), run)
+    if not best:
         raise SystemExit(f"no finished BBB run in paper-classification-{dataset}")
-    return runs[0].info.run_id
+    return list(best.values())
 
 
 def pruning(uri: str, run_id: str | None = None, dataset: str = "fashion_mnist", quick: bool = False) -> str:
-    """Prune the best BBB run by SNR; return the markdown table beside the paper's Table 2."""
+    """Prune the best BBB run of each prior (or ``run_id``) by SNR; return the table beside the paper's Table 2."""
     from mlflow import MlflowClient
 
     from lightning_bnn.prune import prune_run
 
     if quick:
         dataset = "digits"
-    run_id = run_id or best_bbb_run(uri, dataset)
-    start = time.perf_counter()
-    result = prune_run(run_id, DEFAULT_FRACTIONS, tracking_uri=uri)
-    wall = time.perf_counter() - start
-    parent = MlflowClient(uri).get_run(run_id)
-    name = parent.info.run_name
-    command = "python -m lightning_bnn.experiments pruning" + (" --quick" if quick else "")
-    lines = [
-        f"Run pruned: `{run_id[:8]}` ({name}, {dataset}), child run `{result['child_run_id'][:8]}`; "
-        f"{result['total_weights']:,} weights; pruning + evaluation took {wall:.0f} s. Command: `{command}`.",
-        "",
-        "| removed | weights left | test error % (ours) | pruned file | paper, MNIST 2x1200 (%) |",
-        "|---|---|---|---|---|",
-    ]
-    for row in result["rows"]:
-        paper = PAPER_PRUNING.get(round(row["fraction"], 4))
-        lines.append(
-            f"| {row['fraction'] * 100:g}% | {row['weights_left']:,} | {row['test_error'] * 100:.2f} | "
-            f"{row['file_bytes'] / 1e6:.2f} MB | {paper if paper is not None else '-'} |"
+    client = MlflowClient(uri)
+    runs = [client.get_run(run_id)] if run_id else best_bbb_runs(uri, dataset)
+    results, notes = [], []
+    for run in runs:
+        start = time.perf_counter()
+        result = prune_run(run.info.run_id, DEFAULT_FRACTIONS, tracking_uri=uri)
+        wall = time.perf_counter() - start
+        error = 100 * (1 - run.data.metrics.get("test/acc", float("nan")))
+        results.append((run, result))
+        notes.append(
+            f"`{run.info.run_id[:8]}` ({run.info.run_name}, prior {run.data.params.get('prior.name')}, "
+            f"sampled test error {error:.2f}%) -> child run `{result['child_run_id'][:8]}`, {wall:.0f} s"
         )
+    command = "python -m lightning_bnn.experiments pruning" + (" --quick" if quick else "")
+    header = ["removed", "weights left"]
+    header += [f"test error % ({run.info.run_name})" for run, _ in results]
+    header += ["pruned file", "paper, MNIST 2x1200 (%)"]
+    first = results[0][1]
+    lines = [
+        f"Data: {dataset}. Runs pruned (the best BBB run of each prior, best first): " + "; ".join(notes) + ". "
+        f"{first['total_weights']:,} weights. Test error of the posterior-mean network. Command: `{command}`.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for i, row in enumerate(first["rows"]):
+        paper = PAPER_PRUNING.get(round(row["fraction"], 4))
+        cells = [f"{row['fraction'] * 100:g}%", f"{row['weights_left']:,}"]
+        cells += [f"{result['rows'][i]['test_error'] * 100:.2f}" for _, result in results]
+        cells += [f"{row['file_bytes'] / 1e6:.2f} MB", str(paper) if paper is not None else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -383,14 +409,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--units", type=int, default=400, help="hidden units per layer (paper: 400, 800, 1200)")
     parser.add_argument("--epochs", type=int, default=None, help="override the config's max_epochs")
     parser.add_argument("--run", default=None, help="pruning: run id (default: best BBB classification run)")
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(CLASSIFICATION_VARIANTS), default=None, help="classification: a subset"
+    )
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri)
     os.environ.setdefault("PYTHONHASHSEED", "0")
     section = args.experiment if not args.quick else f"{args.experiment}-quick"
     if args.experiment == "classification":
-        markdown, _ = classification(uri, args.dataset, args.units, args.epochs, args.quick)
-        if not args.quick and (args.dataset != "fashion_mnist" or args.units != 400):
-            section = f"classification-{args.dataset}-{args.units}"
+        markdown, _ = classification(uri, args.dataset, args.units, args.epochs, args.quick, args.variants)
+        if not args.quick and (args.dataset != "fashion_mnist" or args.units != 400 or args.epochs or args.variants):
+            section = f"classification-{args.dataset}-{args.units}u" + (f"-{args.epochs}ep" if args.epochs else "")
     elif args.experiment == "regression":
         figure = None if args.quick else args.doc.parent / "figures" / "regression_band.html"
         markdown = regression(uri, args.epochs, args.quick, figure)
