@@ -433,11 +433,12 @@ class Sweep:
         ran = [r for r in results if r.status != "SKIPPED"]
         finished = self.finished_trials()
         metrics = {
-            "sweep/wall_time_s": seconds,
             "sweep/trials_run": float(len(ran)),
             "sweep/trials_finished": float(len(finished)),
             "sweep/trials_failed": float(sum(r.status == "FAILED" for r in results)),
         }
+        if ran:  # a resume with nothing left to do keeps the wall time of the sweep that ran
+            metrics["sweep/wall_time_s"] = seconds
         best = self._best(list(finished.values()))
         if best is not None:
             metrics[f"best/{self.spec.metric}"] = best[1]
