@@ -1,7 +1,12 @@
 """lightning-bnn dashboard: ``streamlit run dashboard`` (from the repository root).
 
+The page scripts live in ``views/``, not ``pages/``: Streamlit treats a ``pages/`` folder
+beside the entry script as a legacy multipage app until ``st.navigation`` first runs,
+so a fresh server opened directly at a page URL (``/predict``) would run that page
+without this entry script.
+
 The entry script only sets up the page, the navigation and the sidebar's tracking
-URI; each page lives in ``dashboard/pages/`` and calls plain modules
+URI; each page lives in ``dashboard/views/`` and calls plain modules
 (:mod:`dashboard.runs`, :mod:`dashboard.charts`, :mod:`dashboard.inputs`,
 :mod:`dashboard.predictions`).
 """
@@ -23,15 +28,15 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard` puts only dashboard/ 
 import streamlit as st  # noqa: E402
 
 from dashboard import runs  # noqa: E402
-from dashboard.pages._shared import URI  # noqa: E402
+from dashboard.views._shared import URI  # noqa: E402
 
 st.set_page_config(page_title="lightning-bnn", page_icon=":material/casino:", layout="wide")
 
 PAGES = [
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
-    st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
-    st.Page("pages/run_detail.py", title="Run detail", icon=":material/biotech:"),
-    st.Page("pages/predict.py", title="Predict", icon=":material/target:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("views/compare.py", title="Compare", icon=":material/monitoring:"),
+    st.Page("views/run_detail.py", title="Run detail", icon=":material/biotech:"),
+    st.Page("views/predict.py", title="Predict", icon=":material/target:"),
 ]
 page = st.navigation(PAGES)
 

@@ -27,7 +27,7 @@ def app(monkeypatch, uri: str, selected: list[str] | None = None) -> AppTest:
 
 
 def open_page(at: AppTest, page: str) -> AppTest:
-    return at.switch_page(f"pages/{page}.py").run()
+    return at.switch_page(f"views/{page}.py").run()
 
 
 def no_exceptions(at: AppTest) -> None:
@@ -306,3 +306,16 @@ def test_predict_csv_classifier(monkeypatch, iris_run):
     at.run()
     no_exceptions(at)
     assert any("missing column(s)" in e and "petal_width" in e for e in texts(at.error))
+
+
+def test_no_legacy_pages_folder():
+    # A pages/ folder beside the entry makes Streamlit run a page URL opened first on a fresh server
+    # (e.g. a bookmark of /predict) without the entry script; the pages live in views/ instead.
+    assert not (APP.parent / "pages").exists()
+    assert sorted(p.name for p in (APP.parent / "views").glob("*.py")) == [
+        "_shared.py",
+        "compare.py",
+        "predict.py",
+        "run_detail.py",
+        "runs.py",
+    ]

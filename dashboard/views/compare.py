@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dashboard import charts, runs
-from dashboard.pages import _shared as shared
+from dashboard.views import _shared as shared
 
 uri = shared.tracking_uri()
 st.title("Compare runs")

@@ -3,13 +3,14 @@
 import streamlit as st
 
 from dashboard import demo, runs
-from dashboard.pages import _shared as shared
+from dashboard.views import _shared as shared
 
 uri = shared.tracking_uri()
 st.title("Runs")
 
 
 def empty_store() -> None:
+    """First screen of an empty store: how to train, and a button that trains the demos."""
     st.subheader("Welcome! This store has no runs yet")
     st.markdown(
         f"The dashboard reads the MLflow store at `{uri}`. Train a Bayes-by-Backprop network from the "
@@ -56,12 +57,14 @@ shown = runs.filter_runs(table, text, statuses).reset_index(drop=True)
 
 
 def on_select() -> None:
+    """Carry the ticked rows to the other pages."""
     rows = st.session_state["runs_table"]["selection"]["rows"]
     ids = st.session_state.get("runs_table_ids", [])
     shared.set_selected_runs([ids[i] for i in rows if i < len(ids)])
 
 
 def table_view() -> None:
+    """The runs table, its last-updated time and the selection."""
     current, when = shared.runs_table(uri)
     view = runs.filter_runs(current, text, statuses).reset_index(drop=True)
     st.session_state["runs_table_ids"] = list(view["run_id"])
@@ -95,9 +98,9 @@ else:
     table_view()
 
 cols = st.columns(4)
-cols[0].page_link("pages/compare.py", label="Compare runs", icon=":material/monitoring:")
-cols[1].page_link("pages/run_detail.py", label="Run detail", icon=":material/biotech:")
-cols[2].page_link("pages/predict.py", label="Predict", icon=":material/target:")
+cols[0].page_link("views/compare.py", label="Compare runs", icon=":material/monitoring:")
+cols[1].page_link("views/run_detail.py", label="Run detail", icon=":material/biotech:")
+cols[2].page_link("views/predict.py", label="Predict", icon=":material/target:")
 if cols[3].button("Refresh now", key="runs_refresh"):
     shared.runs_table.clear()
     st.rerun()

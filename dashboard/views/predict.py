@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, inputs, predictions, runs
-from dashboard.pages import _shared as shared
+from dashboard.views import _shared as shared
 
 MAX_IMAGES = 20
 uri = shared.tracking_uri()
@@ -35,6 +35,7 @@ st.caption(
 
 
 def show_classification(result, names, previews=None, captions=None) -> None:
+    """Per input: preview, sampled class distribution, uncertainty split and point estimate; CSV download."""
     table = predictions.classification_table(result, names)
     st.download_button(
         "Download results (CSV)",
@@ -67,6 +68,7 @@ def show_classification(result, names, previews=None, captions=None) -> None:
 
 
 def image_inputs() -> None:
+    """Uploaded images or test-set examples of an image classifier."""
     source = st.radio("Inputs", ["Upload images", "Test-set examples"], horizontal=True, key="image_source")
     names, arrays, previews, captions = [], [], [], []
     if source == "Upload images":
@@ -118,6 +120,7 @@ def image_inputs() -> None:
 
 
 def regression_rows(frame: pd.DataFrame, features: list[str]) -> None:
+    """Sampled predictive distribution of regression inputs (one row inspected in detail)."""
     x = inputs.standardise(frame[features].to_numpy(), pre)
     result = predictions.regress(module, x, num_samples)
     out = predictions.regression_table(result, frame)
@@ -147,6 +150,7 @@ def regression_rows(frame: pd.DataFrame, features: list[str]) -> None:
 
 
 def tabular_inputs() -> None:
+    """Form values or an uploaded CSV for a tabular model (plus the fan chart for 1-D regression)."""
     features = list(pre.get("feature_names") or [f"x{i}" for i in range(int(hp.input_shape[0]))])
     targets = list(pre.get("target_names") or [])
     if hp.task == "regression" and len(features) == 1:
@@ -188,6 +192,7 @@ def tabular_inputs() -> None:
 
 
 def fan() -> None:
+    """Fan chart of sampled functions over an x range, with the training data when logged."""
     st.subheader("Sampled functions over an x range")
     feature = (pre.get("feature_names") or ["x"])[0]
     target = (pre.get("target_names") or ["y"])[0]
