@@ -48,6 +48,7 @@ def only_run(uri: str):
 
 
 def test_sigkill_mid_epoch_keeps_store_consistent_and_resumes(tmp_path):
+    from dashboard.runs import list_runs
     from lightning_bnn.commands import runs_main
 
     proc, marker = parked_job(tmp_path, "killed")
@@ -66,6 +67,8 @@ def test_sigkill_mid_epoch_keeps_store_consistent_and_resumes(tmp_path):
     table = io.StringIO()
     assert runs_main(["--tracking-uri", uri], out=table) == 0
     assert run.info.run_id[:8] in table.getvalue() and "RUNNING" in table.getvalue()
+    frame = list_runs(uri)  # the dashboard's runs table
+    assert frame.loc[frame["run_id"] == run.info.run_id, "status"].tolist() == ["RUNNING"]
 
     (last,) = tmp_path.rglob("last.ckpt")
     train(
