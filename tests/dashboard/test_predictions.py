@@ -87,3 +87,10 @@ def test_test_examples_only_for_bundled_data():
         predictions.test_examples("model: {}\n")
     with pytest.raises(predictions.ExamplesUnavailable, match="not valid YAML"):
         predictions.test_examples("data: [unclosed\n")
+
+
+def test_predict_estimator_is_restored_after_an_error(digits_model):
+    with pytest.raises(RuntimeError, match="boom"), predictions.predict_estimator(digits_model.net, "mean"):
+        assert estimators(digits_model) == {PredictEstimator.mean}
+        raise RuntimeError("boom")
+    assert estimators(digits_model) == {PredictEstimator.auto}
