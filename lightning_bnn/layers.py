@@ -25,9 +25,11 @@ the mean and variance once and only draws S noise tensors.
   y = x mu + ((x * r) (sigma * eps_s)) * s with r, s random signs.
 
 At prediction time all three give the same marginal predictive distribution for
-each input, so ``predict_estimator`` (default ``auto``) picks the fastest one:
-the local trick for small batches, one weight sample per Monte Carlo sample for
-large ones. ``reparameterization`` gives samples of whole functions (coherent
+each input, so ``predict_estimator`` (default ``auto``) picks the fastest one per
+layer: the local trick where the input is shared by all samples (a network's first
+layer: mean and variance computed once, S noise draws) and for small batches, one
+weight sample per Monte Carlo sample for large ones (from 192 inputs for a linear
+layer on CPU, 16 otherwise). ``reparameterization`` gives samples of whole functions (coherent
 across the inputs of a batch), and ``mean`` uses the posterior mean weights.
 """
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum, StrEnum
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +48,10 @@ from lightning_bnn.priors import PriorConfig
 
 #: Above this many inputs per batch, ``auto`` prediction samples weights instead of pre-activations.
 AUTO_WEIGHT_SAMPLING_MIN_BATCH = 16
+#: The same for a fully connected layer on CPU, where one normal draw costs about as much as a
+#: hundred multiply-adds: for a 400x400 layer and S = 100 the local trick is cheaper up to about
+#: 180 inputs (9x cheaper at 16). ``python -m benchmarks`` measures the regimes.
+AUTO_WEIGHT_SAMPLING_MIN_BATCH_CPU_LINEAR = 192
 
 
 class Estimator(StrEnum):
@@ -83,6 +90,10 @@ class BayesianModule(nn.Module):
         """KL(q || p) summed over this module's own weights."""
         raise NotImplementedError
 
+    def forward_and_kl(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(self(x), self.kl())`` in one call; layers override it to share work between the two."""
+        return self(x), self.kl()
+
 
 def _full_precision(like: torch.Tensor) -> torch.autocast:
     """Autocast switched off on ``like``'s device: the ops inside run in the inputs' dtype (float32).
@@ -96,6 +107,15 @@ def _full_precision(like: torch.Tensor) -> torch.autocast:
 def _widen(x: torch.Tensor) -> torch.Tensor:
     """``x`` as float32 if it is a 16-bit float (the output of an autocast op), else unchanged."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+class _Moments(NamedTuple):
+    """sigma and sigma^2 of a layer's weight and bias, computed once per forward pass."""
+
+    w_sigma: torch.Tensor
+    w_var: torch.Tensor
+    b_sigma: torch.Tensor | None
+    b_var: torch.Tensor | None
 
 
 def _random_signs(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -153,8 +173,31 @@ class _BayesLayer(BayesianModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Sampled output ``[S, B, *out]`` for input ``[S, B, *features]`` (or ``[B, *features]``)."""
+        return self._sampled(x, None)
+
+    def forward_and_kl(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(self(x), self.kl())`` with sigma = softplus(rho) computed once for both.
+
+        A training step needs both; sharing sigma (and, for the Gaussian prior, one fused
+        backward through the softplus, see :class:`~lightning_bnn.posterior.GaussianPosterior`)
+        removes most of the per-weight work that is not a matrix product.
+        """
+        w_sigma, w_var, kl = self.weight.moments_and_kl(self.prior, self.kl_method, self.num_kl_samples)
+        b_sigma = b_var = None
+        if self.bias is not None:
+            b_sigma, b_var, b_kl = self.bias.moments_and_kl(self.prior, self.kl_method, self.num_kl_samples)
+            kl = kl + b_kl
+        return self._sampled(x, _Moments(w_sigma, w_var, b_sigma, b_var)), kl
+
+    def _moments(self) -> _Moments:
+        """Sigma and sigma^2 without the KL (one softplus per tensor)."""
+        w_sigma = self.weight.sigma
+        b_sigma = self.bias.sigma if self.bias is not None else None
+        return _Moments(w_sigma, w_sigma.square(), b_sigma, None if b_sigma is None else b_sigma.square())
+
+    def _sampled(self, x: torch.Tensor, moments: _Moments | None) -> torch.Tensor:
         if x.dim() == self.feature_dims + 1:
-            return self.forward(x.unsqueeze(0)).squeeze(0)
+            return self._sampled(x.unsqueeze(0), moments).squeeze(0)
         if x.dim() != self.feature_dims + 2:
             raise ValueError(
                 f"{type(self).__name__} expects input [S, B, *features] with {self.feature_dims} feature "
@@ -171,30 +214,35 @@ class _BayesLayer(BayesianModule):
                 )
             return self._op_folded(x, self.weight.mu, bias)
         if mode is PredictEstimator.local:
-            return self._local(x)
+            return self._local(x, moments)
         if mode is PredictEstimator.flipout:
-            return self._flipout(x)
-        return self._reparameterization(x)
+            return self._flipout(x, moments)
+        return self._reparameterization(x, moments)
 
     def _mode(self, x: torch.Tensor) -> PredictEstimator:
         if self.training:
             return PredictEstimator(self.estimator.value)
         if self.predict_estimator is not PredictEstimator.auto:
             return self.predict_estimator
-        return (
-            PredictEstimator.reparameterization
-            if x.shape[1] >= AUTO_WEIGHT_SAMPLING_MIN_BATCH
-            else PredictEstimator.local
-        )
+        if x.stride(0) == 0 and x.shape[0] > 1:
+            # the same input for every sample (a network's first layer): the local trick
+            # computes the pre-activations' mean and variance once and only draws S noises
+            return PredictEstimator.local
+        return PredictEstimator.reparameterization if x.shape[1] >= self._auto_min_batch(x) else PredictEstimator.local
 
-    def _local(self, x: torch.Tensor) -> torch.Tensor:
+    def _auto_min_batch(self, x: torch.Tensor) -> int:
+        """Batch size from which ``auto`` samples weights rather than pre-activations."""
+        return AUTO_WEIGHT_SAMPLING_MIN_BATCH
+
+    def _local(self, x: torch.Tensor, moments: _Moments | None = None) -> torch.Tensor:
         """Local reparameterisation: b = x mu + sqrt(x^2 sigma^2) * eps."""
         shared = x.stride(0) == 0 and x.shape[0] > 1
         xin = x[0] if shared else x.reshape(-1, *x.shape[2:])
-        w_var = self.weight.sigma.square()
+        moments = moments or self._moments()
+        w_var = moments.w_var
         bias_mu = bias_var = None
         if self.bias is not None:
-            bias_mu, bias_var = self.bias.mu, self.bias.sigma.square()
+            bias_mu, bias_var = self.bias.mu, moments.b_var
         mean = self._op(xin, self.weight.mu, bias_mu)
         with _full_precision(xin):  # x^2 sigma^2 spans many decades: keep it float32 under autocast
             var = self._op(_widen(xin).square(), w_var, bias_var)
@@ -206,11 +254,13 @@ class _BayesLayer(BayesianModule):
         out = torch.addcmul(mean, std, torch.randn_like(mean))
         return out.reshape(s, x.shape[1], *out.shape[1:])
 
-    def _reparameterization(self, x: torch.Tensor) -> torch.Tensor:
+    def _reparameterization(self, x: torch.Tensor, moments: _Moments | None = None) -> torch.Tensor:
         """One weight sample per Monte Carlo sample, shared across the batch."""
         s = x.shape[0]
-        weight = self.weight.sample(s)
-        bias = self.bias.sample(s) if self.bias is not None else None
+        weight = self.weight.sample(s, None if moments is None else moments.w_sigma)
+        bias = None
+        if self.bias is not None:
+            bias = self.bias.sample(s, None if moments is None else moments.b_sigma)
         # A bfloat16 copy of w = mu + sigma * eps would round away perturbations below
         # 2^-9 |mu|: under autocast this estimator applies its sampled weights in float32.
         with _full_precision(x):
@@ -220,13 +270,16 @@ class _BayesLayer(BayesianModule):
                 return out.unsqueeze(0)
             return self._op_per_sample(x, weight, bias)
 
-    def _flipout(self, x: torch.Tensor) -> torch.Tensor:
+    def _flipout(self, x: torch.Tensor, moments: _Moments | None = None) -> torch.Tensor:
         """Flipout: shared perturbation per sample, sign-flipped per example."""
         s = x.shape[0]
-        bias = self.bias.sample(s) if self.bias is not None else None
+        w_sigma = self.weight.sigma if moments is None else moments.w_sigma
+        bias = None
+        if self.bias is not None:
+            bias = self.bias.sample(s, None if moments is None else moments.b_sigma)
         mean = self._op_folded(x, self.weight.mu, None)
         eps = torch.randn((s, *self.weight.mu.shape), device=x.device, dtype=x.dtype)
-        delta = self.weight.sigma * eps
+        delta = w_sigma * eps
         sign_in = _random_signs(x.shape, x)
         perturbation = self._op_per_sample(x * sign_in, delta, None)
         sign_out = _random_signs(perturbation.shape, perturbation)
@@ -271,6 +324,9 @@ class BayesLinear(_BayesLayer):
 
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return F.linear(x, weight, bias)
+
+    def _auto_min_batch(self, x: torch.Tensor) -> int:
+        return AUTO_WEIGHT_SAMPLING_MIN_BATCH_CPU_LINEAR if x.device.type == "cpu" else AUTO_WEIGHT_SAMPLING_MIN_BATCH
 
     def _op_per_sample(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if bias is None:

@@ -13,7 +13,7 @@ from enum import StrEnum
 import torch
 from torch import nn
 
-from lightning_bnn.layers import BayesConv2d, BayesLinear, Estimator
+from lightning_bnn.layers import BayesConv2d, BayesianModule, BayesLinear, Estimator, total_kl
 from lightning_bnn.posterior import KLMethod
 from lightning_bnn.priors import PriorConfig
 
@@ -97,19 +97,45 @@ class BayesianNetwork(nn.Module):
         self.input_shape = tuple(input_shape)
         self.deterministic = deterministic
 
-    def forward(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
-        """Sampled outputs [num_samples, B, k]."""
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.input_shape:
             if x.shape[1:].numel() == torch.Size(self.input_shape).numel():
-                x = x.reshape(x.shape[0], *self.input_shape)
-            else:
-                raise ValueError(
-                    f"expected inputs of shape [B, {', '.join(map(str, self.input_shape))}], got {tuple(x.shape)}"
-                )
+                return x.reshape(x.shape[0], *self.input_shape)
+            raise ValueError(
+                f"expected inputs of shape [B, {', '.join(map(str, self.input_shape))}], got {tuple(x.shape)}"
+            )
+        return x
+
+    def forward(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """Sampled outputs [num_samples, B, k]."""
+        x = self._check_input(x)
         if self.deterministic:
             out = self.layers(x.unsqueeze(0))
             return out.expand(num_samples, *out.shape[1:])
         return self.layers(x.unsqueeze(0).expand(num_samples, *x.shape))
+
+    def forward_with_kl(self, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled outputs [num_samples, B, k] and the network's total KL(q || p), in one pass.
+
+        Equal in distribution to ``(self(x, num_samples), total_kl(self))``, but each
+        Bayesian layer computes sigma = softplus(rho) once for its forward pass and its
+        KL (:meth:`~lightning_bnn.layers.BayesianModule.forward_and_kl`): the training
+        step's path.
+        """
+        x = self._check_input(x)
+        if self.deterministic:
+            return self(x, num_samples), total_kl(self)
+        h = x.unsqueeze(0).expand(num_samples, *x.shape)
+        terms = []
+        for layer in self.layers:
+            if isinstance(layer, BayesianModule):
+                h, kl = layer.forward_and_kl(h)
+                terms.append(kl)
+            else:
+                h = layer(h)
+                terms += [m.kl() for m in layer.modules() if isinstance(m, BayesianModule)]
+        kl = torch.stack(terms).sum() if terms else torch.zeros((), device=h.device)
+        return h, kl
 
 
 def build_network(

@@ -47,8 +47,10 @@ def sample_outputs(
     """
     check_num_samples(num_samples)
     if chunk_size is None:
-        probe = network(x[:1], 1)
-        per_sample = max(1, x.shape[0] * probe.shape[-1] * 64)
+        width = _output_width(network)
+        if width is None:  # not a stack of layers with out_features: ask the network itself
+            width = network(x[:1], 1).shape[-1]
+        per_sample = max(1, x.shape[0] * width * 64)
         chunk_size = max(1, min(num_samples, MAX_CHUNK_ELEMENTS // per_sample))
     chunks = []
     remaining = num_samples
@@ -57,6 +59,17 @@ def sample_outputs(
         chunks.append(network(x, n))
         remaining -= n
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=0)
+
+
+def _output_width(network: nn.Module) -> int | None:
+    """Output width of a network whose last weight layer has ``out_features`` (no forward pass)."""
+    for module in reversed(list(network.modules())):
+        width = getattr(module, "out_features", None)
+        if isinstance(width, int):
+            return width
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return None
+    return None
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:

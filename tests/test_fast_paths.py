@@ -1,0 +1,120 @@
+"""The speed paths compute the same numbers as the plain ones.
+
+* the fused sigma / sigma^2 / closed-form KL autograd function (gradcheck in float64);
+* ``BayesianNetwork.forward_with_kl`` (the training step's path) against
+  ``net(x, S)`` + ``total_kl(net)``: same outputs under the same seed, same KL, same gradients;
+* the ``auto`` prediction estimator's choice per layer;
+* ``make_adam`` and the fused optimizer the module configures.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_bnn.layers import (
+    AUTO_WEIGHT_SAMPLING_MIN_BATCH_CPU_LINEAR,
+    BayesConv2d,
+    BayesLinear,
+    PredictEstimator,
+    total_kl,
+)
+from lightning_bnn.models import build_network
+from lightning_bnn.module import BNNModule, make_adam
+from lightning_bnn.posterior import GaussianPosterior, KLMethod, _SoftplusGaussianKL, gaussian_kl_to_gaussian
+from lightning_bnn.priors import PriorConfig
+
+
+def test_fused_gaussian_kl_matches_closed_form_and_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    rho = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    sigma, var, kl = _SoftplusGaussianKL.apply(mu, rho, 0.7)
+    torch.testing.assert_close(sigma, torch.nn.functional.softplus(rho))
+    torch.testing.assert_close(var, sigma.square())
+    torch.testing.assert_close(kl, gaussian_kl_to_gaussian(mu, torch.nn.functional.softplus(rho), 0.7))
+    for pick in (lambda o: o[2], lambda o: o[1], lambda o: o[0], lambda o: o[0].sum() + o[1].sum() * 3 + o[2]):
+        assert torch.autograd.gradcheck(lambda a, b, pick=pick: pick(_SoftplusGaussianKL.apply(a, b, 0.7)), (mu, rho))
+
+
+@pytest.mark.parametrize("prior", [PriorConfig(), PriorConfig(name="laplace"), PriorConfig(name="scale_mixture")])
+def test_moments_and_kl_agree_with_kl(prior):
+    post = GaussianPosterior((5, 3), 0.5, -3.0)
+    method = KLMethod.exact if prior.has_closed_form_kl else KLMethod.mc
+    sigma, var, kl = post.moments_and_kl(prior, method, 4)
+    torch.testing.assert_close(sigma, post.sigma)
+    torch.testing.assert_close(var, post.sigma.square())
+    if method is KLMethod.exact:
+        torch.testing.assert_close(kl, post.kl(prior, method))
+    else:
+        with torch.random.fork_rng():
+            torch.manual_seed(3)
+            a = post.moments_and_kl(prior, method, 4)[2]
+            torch.manual_seed(3)
+            b = post.kl(prior, method, 4)
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("estimator", ["local", "reparameterization", "flipout"])
+@pytest.mark.parametrize("architecture", ["mlp", "cnn"])
+def test_forward_with_kl_equals_forward_plus_total_kl(estimator, architecture):
+    net = build_network(
+        (1, 12, 12), 3, architecture=architecture, hidden_sizes=(16,), conv_channels=(4,), estimator=estimator
+    ).train()
+    x = torch.rand(5, 1, 12, 12)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        out_a = net(x, 3)
+        kl_a = total_kl(net)
+        (out_a.square().sum() + kl_a).backward()
+        grads_a = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        torch.manual_seed(0)
+        out_b, kl_b = net.forward_with_kl(x, 3)
+        (out_b.square().sum() + kl_b).backward()
+        grads_b = [p.grad.clone() for p in net.parameters()]
+    torch.testing.assert_close(out_a, out_b)
+    torch.testing.assert_close(kl_a, kl_b)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_forward_with_kl_of_deterministic_network_has_zero_kl():
+    net = build_network((4,), 2, hidden_sizes=(8,), layer_type="deterministic")
+    out, kl = net.forward_with_kl(torch.rand(3, 4), 5)
+    assert out.shape == (5, 3, 2) and float(kl) == 0.0
+
+
+def test_auto_prediction_estimator_per_layer():
+    layer = BayesLinear(8, 4).eval()
+    x = torch.rand(3, 8)
+    shared = x.unsqueeze(0).expand(10, *x.shape)
+    assert layer._mode(shared) is PredictEstimator.local  # same input for every sample
+    big = torch.rand(2, AUTO_WEIGHT_SAMPLING_MIN_BATCH_CPU_LINEAR, 8)
+    assert layer._mode(big) is PredictEstimator.reparameterization
+    assert layer._mode(big[:, :16]) is PredictEstimator.local
+    conv = BayesConv2d(1, 2, 3).eval()
+    assert conv._mode(torch.rand(2, 16, 1, 5, 5)) is PredictEstimator.reparameterization
+    layer.train()
+    assert layer._mode(shared) is PredictEstimator.local  # training follows ``estimator``
+
+
+def test_shared_input_local_prediction_has_the_right_spread():
+    torch.manual_seed(0)
+    layer = BayesLinear(6, 1, rho_init=0.0).eval()
+    x = torch.rand(1, 6)
+    out = layer(x.unsqueeze(0).expand(20000, 1, 6))
+    sigma2 = layer.weight.sigma.square()
+    expected_var = (x.square() @ sigma2.t()).squeeze() + layer.bias.sigma.square().squeeze()
+    expected_mean = (x @ layer.weight.mu.t()).squeeze() + layer.bias.mu.squeeze()
+    assert abs(out.mean().item() - expected_mean.item()) < 0.05
+    assert abs(out.var().item() / expected_var.item() - 1) < 0.05
+
+
+def test_make_adam_is_fused_on_cpu_and_module_uses_it():
+    model = torch.nn.Linear(3, 2)
+    assert make_adam(model.parameters(), 1e-3).defaults["fused"] is True
+    assert make_adam(model.parameters(), 1e-3, fused=False).defaults["fused"] is None
+    module = BNNModule(input_shape=[4], num_outputs=2, hidden_sizes=[8])
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
