@@ -1,0 +1,92 @@
+"""Run the benchmarks and print a table: ``python -m benchmarks [--quick] [--json PATH] [--device cuda]``.
+
+``--quick`` (about a minute on 2 CPU cores): training-step and predictive-sampling rows
+with few rounds. The full run measures longer and adds the regime comparison of the
+prediction estimators, one Fashion-MNIST epoch, the dashboard's load-and-predict path
+and the quality check (3 epochs, BBB vs deterministic: accuracy, NLL, ECE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+from benchmarks import harness, micro
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (about a minute on 2 CPU cores)")
+    parser.add_argument("--json", metavar="PATH", help="write the rows and the machine record to PATH")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--rounds", type=int, help="interleaved timing rounds of the training steps")
+    parser.add_argument("--epochs", type=int, default=3, help="Fashion-MNIST epochs of the quality check")
+    parser.add_argument(
+        "--skip-fashion", action="store_true", help="full run without the Fashion-MNIST and dashboard parts"
+    )
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"--device {args.device}: CUDA is not available on this machine", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    machine = harness.machine_info(device, args.threads)
+    if args.quick:
+        settings = micro.Settings(rounds=args.rounds or 3, warmup=1, predict_rounds=2, regime_rows=False)
+    else:
+        settings = micro.Settings(rounds=args.rounds or 25, warmup=3, predict_rounds=15, regime_rows=True)
+    rows = micro.training_rows(device, settings, log)
+    rows += micro.predictive_rows(device, settings, log)
+    extra: dict = {"quick": args.quick, "command": "python -m benchmarks " + " ".join(sys.argv[1:] or [])}
+    if not args.quick and not args.skip_fashion:
+        from benchmarks import fashion
+
+        if fashion.available():
+            epoch_rows, summary = fashion.quality(args.epochs, device, log)
+            rows += epoch_rows
+            extra["quality"] = summary
+            rows += fashion.dashboard_path(device, repeats=5, log=log)
+        else:
+            log("Fashion-MNIST IDX files not installed: skipping the epoch, dashboard and quality benchmarks")
+    machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    machine["wall_s"] = round(time.perf_counter() - started, 1)
+    print(harness.markdown_table(rows))
+    if "quality" in extra:
+        q = extra["quality"]
+        print()
+        print(f"Quality after {q['epochs']} epochs of Fashion-MNIST (test set, {q['predictive_samples']}-sample mean):")
+        for name in ("bayes", "deterministic"):
+            r = q[name]
+            print(f"  {name:13s} acc {100 * r['acc']:.2f}%  NLL {r['nll']:.4f}  ECE {r['ece']:.4f}")
+    print()
+    print(json.dumps(machine))
+    if args.json:
+        harness.write_json(args.json, machine, rows, extra)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

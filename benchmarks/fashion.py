@@ -1,0 +1,219 @@
+"""Whole-path benchmarks on Fashion-MNIST (full run only).
+
+* ``quality``: 3 epochs of the benchmark MLP (Adam 1e-3, batch 128) through Lightning's
+  ``Trainer``, Bayes by Backprop (local estimator, Gaussian prior) and the deterministic
+  network, then test accuracy, NLL and ECE of the 20-sample predictive mean. The median
+  epoch time of these runs gives the ``fmnist_epoch`` rows.
+* ``dashboard``: what the dashboard does for an uploaded image: a small run is trained
+  and logged through the CLI into a temporary MLflow store, then
+  ``lightning_bnn.load_model`` + ``dashboard.predictions.classify`` with S = 1000 samples
+  of one image are timed (median of a few calls), for a Bayesian and a deterministic run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+
+from benchmarks.harness import Row, synchronize
+from lightning_bnn.idx import FASHION_MNIST_DIR, FashionMNISTDataModule
+from lightning_bnn.module import BNNModule
+
+CONFIG = Path(__file__).resolve().parent.parent / "lightning_bnn" / "configs" / "fashion_mnist.yaml"
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each training epoch (validation is switched off in these runs)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(self.device)
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(self.device)
+        self.times.append(time.perf_counter() - self._start)
+
+
+def available() -> bool:
+    """Whether the Fashion-MNIST IDX files are installed."""
+    return Path(FASHION_MNIST_DIR).is_dir() and any(Path(FASHION_MNIST_DIR).iterdir())
+
+
+def _fit(layer_type: str, epochs: int, device: torch.device) -> tuple[dict, list[float]]:
+    L.seed_everything(0, verbose=False)
+    data = FashionMNISTDataModule(batch_size=128)
+    module = BNNModule(
+        input_shape=data.input_shape,
+        num_outputs=data.num_outputs,
+        hidden_sizes=[400, 400],
+        layer_type=layer_type,
+        estimator="local",
+        prior={"name": "gaussian", "sigma": 1.0},
+        num_samples_train=1,
+        num_samples_eval=20,
+        lr=1e-3,
+        preprocessing=data.preprocessing,
+    )
+    timer = EpochTimer(device)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator=device.type,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=data)
+        metrics = trainer.test(module, datamodule=data, verbose=False)[0]
+    return {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("test/")}, timer.times
+
+
+def quality(epochs: int, device: torch.device, log: Callable[[str], None]) -> tuple[list[Row], dict]:
+    """Epoch-time rows and the quality figures of BBB (local) vs the deterministic MLP."""
+    results: dict[str, dict] = {}
+    epoch_ms: dict[str, float] = {}
+    for layer_type in ("deterministic", "bayes"):
+        log(f"Fashion-MNIST: {epochs} epochs, {layer_type}")
+        metrics, times = _fit(layer_type, epochs, device)
+        results[layer_type] = {
+            "acc": metrics["acc"],
+            "nll": metrics["nll"],
+            "ece": metrics["ece"],
+            "epoch_s": [round(t, 2) for t in times],
+        }
+        epoch_ms[layer_type] = 1e3 * statistics.median(times)
+    rows = [
+        Row(
+            "fmnist_epoch",
+            "deterministic",
+            None,
+            1,
+            epoch_ms["deterministic"],
+            1.0,
+            None,
+            batch=128,
+            note=f"median of {epochs} epochs, Lightning Trainer",
+        ),
+        Row(
+            "fmnist_epoch",
+            "local",
+            "gaussian",
+            1,
+            epoch_ms["bayes"],
+            epoch_ms["bayes"] / epoch_ms["deterministic"],
+            None,
+            batch=128,
+            note=f"median of {epochs} epochs, Lightning Trainer",
+        ),
+    ]
+    summary = {
+        "epochs": epochs,
+        "optimizer": "Adam lr 1e-3 (make_adam)",
+        "batch_size": 128,
+        "predictive_samples": 20,
+        "bayes": results["bayes"],
+        "deterministic": results["deterministic"],
+    }
+    return rows, summary
+
+
+@contextlib.contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _train_logged_run(root: Path, uri: str, layer_type: str) -> str:
+    from lightning_bnn.cli import main
+
+    args = [
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--mlflow.tracking_uri",
+        uri,
+        "--mlflow.run_name",
+        f"benchmark-{layer_type}",
+        "--model.layer_type",
+        layer_type,
+        "--data.init_args.train_subset",
+        "1024",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.enable_checkpointing",
+        "false",
+        "--test_after_fit",
+        "false",
+    ]
+    with _cwd(root), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = main(args)
+    return cli.trainer.logger.run_id
+
+
+def dashboard_path(device: torch.device, repeats: int, log: Callable[[str], None]) -> list[Row]:
+    """Load a logged run and draw S = 1000 samples of one image, as the dashboard does."""
+    from dashboard.predictions import classify
+    from lightning_bnn import load_model
+
+    x = torch.rand(1, 1, 28, 28).numpy()
+    ms: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "mlruns").mkdir()
+        uri = f"sqlite:///{root}/mlruns/mlflow.db"
+        for layer_type in ("deterministic", "bayes"):
+            log(f"dashboard path: training and logging a small {layer_type} run")
+            run_id = _train_logged_run(root, uri, layer_type)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                module = load_model(run_id, tracking_uri=uri)
+                result = classify(module, x, 1000)
+                times.append(time.perf_counter() - start)
+                assert result.probs.shape == (1000, 1, 10)
+            ms[layer_type] = 1e3 * statistics.median(times)
+    note = f"load_model + dashboard classify(S=1000, 1 image), median of {repeats}"
+    return [
+        Row("dashboard_load_predict", "deterministic", None, 1000, ms["deterministic"], 1.0, None, batch=1, note=note),
+        Row(
+            "dashboard_load_predict",
+            "auto",
+            "gaussian",
+            1000,
+            ms["bayes"],
+            ms["bayes"] / ms["deterministic"],
+            None,
+            batch=1,
+            note=note,
+        ),
+    ]

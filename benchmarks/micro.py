@@ -1,0 +1,224 @@
+"""Training-step and predictive-sampling benchmarks at the paper's MNIST architecture.
+
+The Bayesian side runs exactly what users run: a :class:`~lightning_bnn.module.BNNModule`
+(its network from :func:`~lightning_bnn.models.build_network`), one step being
+``optimizer.zero_grad(); loss = module.training_step(batch, i); loss.backward();
+optimizer.step()`` with the optimizer from ``module.configure_optimizers()``, and
+prediction being ``module.sample_predictions(x, S)``. The baseline is a plain
+``nn.Sequential`` of ``nn.Linear`` layers of the same shape with the same loss
+(summed cross-entropy), the same optimizer construction
+(:func:`~lightning_bnn.module.make_adam`), and, for prediction, S separate forward
+passes (softmax included).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.harness import Row, Timing, interleaved_timings, peak_memory_mb, state_mb
+from lightning_bnn.layers import set_predict_estimator
+from lightning_bnn.module import BNNModule, make_adam
+
+INPUT_SHAPE = (1, 28, 28)
+HIDDEN = (400, 400)
+CLASSES = 10
+BATCH = 128
+LR = 1e-3
+ESTIMATORS = ("reparameterization", "local", "flipout")
+#: prior name -> (prior config, how its KL is computed)
+PRIORS = {
+    "gaussian": ({"name": "gaussian", "sigma": 1.0}, "exact KL"),
+    "scale_mixture": ({"name": "scale_mixture"}, "MC KL"),
+}
+TRAIN_SAMPLES = (1, 4, 16)
+#: (batch, S) of the predictive-sampling benchmarks
+PREDICT_CASES = ((1, 100), (1000, 100), (1, 1000))
+
+
+@dataclass
+class Settings:
+    """How long to measure."""
+
+    rounds: int
+    warmup: int
+    predict_rounds: int
+    regime_rows: bool
+
+
+def deterministic_mlp() -> nn.Sequential:
+    """The deterministic 784-400-400-10 ReLU MLP of the same shape."""
+    widths = [int(torch.Size(INPUT_SHAPE).numel()), *HIDDEN, CLASSES]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def bayes_module(estimator: str, prior: str, samples: int) -> BNNModule:
+    """The BNNModule of the benchmark (784-400-400-10 ReLU MLP) as a config would build it."""
+    return BNNModule(
+        input_shape=list(INPUT_SHAPE),
+        num_outputs=CLASSES,
+        hidden_sizes=list(HIDDEN),
+        layer_type="bayes",
+        estimator=estimator,
+        prior=dict(PRIORS[prior][0]),
+        num_samples_train=samples,
+        lr=LR,
+    )
+
+
+def _batch(device: torch.device, size: int = BATCH, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((size, *INPUT_SHAPE), generator=g)
+    y = torch.randint(0, CLASSES, (size,), generator=g)
+    return x.to(device), y.to(device)
+
+
+def deterministic_step(device: torch.device) -> tuple[Callable[[], None], nn.Module, torch.optim.Optimizer]:
+    """One training step of the deterministic baseline."""
+    model = deterministic_mlp().to(device)
+    optimizer = make_adam(model.parameters(), LR)
+    x, y = _batch(device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        loss.backward()
+        optimizer.step()
+
+    return step, model, optimizer
+
+
+def bayes_step(
+    estimator: str, prior: str, samples: int, device: torch.device
+) -> tuple[Callable[[], None], nn.Module, torch.optim.Optimizer]:
+    """One training step of BNNModule: its own training_step, loss and optimizer."""
+    module = bayes_module(estimator, prior, samples).to(device).train()
+    optimizer = module.configure_optimizers()
+    x, y = _batch(device)
+    counter = [0]
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            # without a Trainer, self.log() warns and returns: the step is otherwise unchanged
+            warnings.simplefilter("ignore")
+            loss = module.training_step((x, y), counter[0])
+        loss.backward()
+        optimizer.step()
+        counter[0] += 1
+
+    return step, module, optimizer
+
+
+def training_rows(device: torch.device, settings: Settings, log: Callable[[str], None]) -> list[Row]:
+    """Training step rows: S x estimator x prior, each with its ratio to the deterministic step."""
+    steps: dict[str, Callable[[], None]] = {}
+    states: dict[str, float] = {}
+    det, det_model, det_opt = deterministic_step(device)
+    steps["deterministic"] = det
+    keys: dict[str, tuple[str, str, int]] = {}
+    models = {"deterministic": (det_model, det_opt)}
+    for prior in PRIORS:
+        for estimator in ESTIMATORS:
+            for s in TRAIN_SAMPLES:
+                key = f"{estimator}/{prior}/S={s}"
+                steps[key], model, opt = bayes_step(estimator, prior, s, device)
+                keys[key] = (estimator, prior, s)
+                models[key] = (model, opt)
+    log(f"training step: {len(steps)} configurations, {settings.rounds} interleaved rounds")
+    timings = interleaved_timings(steps, device, settings.rounds, settings.warmup)
+    for key, (model, opt) in models.items():
+        states[key] = state_mb(model, opt)
+    peaks = {key: peak_memory_mb(fn, device) for key, fn in steps.items()}
+    det = timings["deterministic"]
+    rows = [_row("train_step", "deterministic", None, 1, BATCH, timings["deterministic"], det, peaks["deterministic"])]
+    rows[0].note = "nn.Linear MLP, same loss and Adam"
+    rows[0].extra["state_mb"] = states["deterministic"]
+    for key, (estimator, prior, s) in keys.items():
+        row = _row("train_step", estimator, prior, s, BATCH, timings[key], det, peaks[key])
+        if s != 1:
+            row.ratio_to_s1 = timings[key].ms / timings[f"{estimator}/{prior}/S=1"].ms
+            row.extra["cpu_ratio_to_s1"] = timings[key].cpu_ms / timings[f"{estimator}/{prior}/S=1"].cpu_ms
+        row.note = PRIORS[prior][1]
+        row.extra["state_mb"] = states[key]
+        rows.append(row)
+    return rows
+
+
+def _row(name: str, estimator: str, prior: str | None, s: int, batch: int, t: Timing, det: Timing, peak: float) -> Row:
+    return Row(
+        name,
+        estimator,
+        prior,
+        s,
+        t.ms,
+        t.ms / det.ms,
+        peak,
+        batch=batch,
+        min_ms=t.min_ms,
+        cpu_ms=t.cpu_ms,
+        cpu_ratio_to_deterministic=t.cpu_ms / det.cpu_ms,
+    )
+
+
+def predictive_rows(device: torch.device, settings: Settings, log: Callable[[str], None]) -> list[Row]:
+    """Predictive sampling rows: S samples of B inputs vs S deterministic forward passes."""
+    module = bayes_module("local", "gaussian", 1).to(device).eval()
+    det = deterministic_mlp().to(device).eval()
+    rows: list[Row] = []
+    for batch, s in PREDICT_CASES:
+        x, _ = _batch(device, batch, seed=1)
+
+        def det_passes(x: torch.Tensor = x, s: int = s) -> torch.Tensor:
+            with torch.no_grad():
+                return torch.stack([det(x).softmax(-1) for _ in range(s)])
+
+        def bayes(x: torch.Tensor = x, s: int = s) -> torch.Tensor:
+            return module.sample_predictions(x, s)
+
+        functions = {"deterministic": det_passes, "auto": bayes}
+        if settings.regime_rows:
+            for estimator in ("local", "reparameterization"):
+
+                def forced(x: torch.Tensor = x, s: int = s, estimator: str = estimator) -> torch.Tensor:
+                    set_predict_estimator(module.net, estimator)
+                    try:
+                        return module.sample_predictions(x, s)
+                    finally:
+                        set_predict_estimator(module.net, "auto")
+
+                functions[estimator] = forced
+        log(f"predictive sampling: S={s}, {batch} input(s), {settings.predict_rounds} interleaved rounds")
+        timings = interleaved_timings(functions, device, settings.predict_rounds, settings.warmup)
+        name = f"predict_{batch}x{s}"
+        for key in functions:
+            peak = peak_memory_mb(functions[key], device)
+            if key == "deterministic":
+                note = f"{s} forward passes of the nn.Linear MLP"
+            elif key == "auto":
+                note = "module.sample_predictions (predict_estimator=auto)"
+            else:
+                note = f"predict_estimator={key}, for comparison"
+            row = _row(
+                name,
+                key,
+                None if key == "deterministic" else "gaussian",
+                s,
+                batch,
+                timings[key],
+                timings["deterministic"],
+                peak,
+            )
+            row.note = note
+            rows.append(row)
+    return rows

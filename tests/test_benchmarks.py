@@ -1,0 +1,57 @@
+"""``python -m benchmarks --quick`` runs and writes the expected rows (figures are printed, not asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KEYS = {"name", "estimator", "prior", "S", "ms", "ratio_to_deterministic", "peak_mb"}
+
+
+def test_quick_benchmark_writes_rows(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--rounds", "1", "--threads", "1", "--json", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| train_step |" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["quick"] is True
+    for key in ("torch", "python", "cpu", "torch_threads", "device"):
+        assert key in data["machine"]
+    rows = data["rows"]
+    for row in rows:
+        assert KEYS <= set(row), row
+        assert math.isfinite(row["ms"]) and row["ms"] > 0, row
+        assert math.isfinite(row["ratio_to_deterministic"]) and row["ratio_to_deterministic"] > 0, row
+        assert row["peak_mb"] is not None and row["peak_mb"] >= 0, row
+    train = {(r["estimator"], r["prior"], r["S"]) for r in rows if r["name"] == "train_step"}
+    for estimator in ("reparameterization", "local", "flipout"):
+        for prior in ("gaussian", "scale_mixture"):
+            for s in (1, 4, 16):
+                assert (estimator, prior, s) in train
+    assert ("deterministic", None, 1) in train
+    predict = {(r["name"], r["estimator"], r["S"], r["batch"]) for r in rows if r["name"].startswith("predict")}
+    for batch, s in ((1, 100), (1000, 100), (1, 1000)):
+        assert (f"predict_{batch}x{s}", "auto", s, batch) in predict
+        assert (f"predict_{batch}x{s}", "deterministic", s, batch) in predict
+
+
+def test_bad_options_are_refused():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--threads", "0"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "--threads must be >= 1" in proc.stderr
