@@ -62,7 +62,7 @@ def spawn_fit(root: Path, name: str, *extra: str, config: Path = DIGITS) -> subp
     return spawn(fit_args(config, store_uri(root), *extra), root, root / f"{name}.log")
 
 
-def wait(proc: subprocess.Popen, timeout: float = 240) -> int:
+def wait(proc: subprocess.Popen, timeout: float = 420) -> int:
     """Exit code of ``proc``; kills it (and fails the test) if it runs past ``timeout`` seconds."""
     try:
         return proc.wait(timeout=timeout)
@@ -72,7 +72,7 @@ def wait(proc: subprocess.Popen, timeout: float = 240) -> int:
         pytest.fail(f"job {proc.args} ran past {timeout} s")
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     """Wait until ``path`` exists, failing early if ``proc`` exits first."""
     deadline = time.monotonic() + timeout
     while not path.exists():

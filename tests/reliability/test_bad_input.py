@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lightning_bnn.likelihoods import Task
@@ -79,14 +79,18 @@ UNKNOWN_KEY_SECTIONS = [("model",), ("data", "init_args"), ("trainer",), ()]
 @st.composite
 def bad_configs(draw):
     """(config dict, name of the field the error must name)."""
-    config = yaml.safe_load(DIGITS.read_text())
-    config["trainer"].update(max_epochs=1, limit_train_batches=1, limit_val_batches=1)
     if draw(st.booleans()):
         path, strategy = draw(st.sampled_from(BAD_FIELDS))
         value = draw(strategy)
     else:
         section = draw(st.sampled_from(UNKNOWN_KEY_SECTIONS))
         path, value = (*section, "x_" + draw(words)), draw(st.integers())
+    return _digits_with(path, value)
+
+
+def _digits_with(path: tuple[str, ...], value) -> tuple[dict, str]:
+    config = yaml.safe_load(DIGITS.read_text())
+    config["trainer"].update(max_epochs=1, limit_train_batches=1, limit_val_batches=1)
     node = config
     for key in path[:-1]:
         node = node.setdefault(key, {})
@@ -95,6 +99,10 @@ def bad_configs(draw):
 
 
 @given(case=bad_configs())
+@example(case=_digits_with(("model", "num_samples_eval"), 0))
+@example(case=_digits_with(("model", "num_samples_eval"), 10**7))
+@example(case=_digits_with(("trainer", "max_epochs"), -3))  # refused by the Trainer, not by our code
+@example(case=_digits_with(("model", "x_unknown"), 1))
 @FUZZ
 def test_bad_config_is_refused_with_the_field_named(case, tmp_path):
     from lightning_bnn.cli import main
