@@ -266,7 +266,7 @@ class BNNModule(L.LightningModule):
             Classification: class probabilities [S, B, C]. Regression: per-sample mean
             and noise std [S, B, D] each, in the target's original units.
         """
-        s = check_num_samples(num_samples or self.hparams.num_samples_eval)
+        s = check_num_samples(self.hparams.num_samples_eval if num_samples is None else num_samples)
         return self.predictive_from_outputs(sample_outputs(self.net, x, s))
 
     # -- training ------------------------------------------------------------------------------------
