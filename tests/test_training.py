@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 import yaml
 from conftest import CONFIGS, train
 from fake_idx import write_fake_mnist
@@ -18,6 +19,15 @@ def _is_training_config(path) -> bool:
 
 
 SHIPPED = sorted(p.name for p in CONFIGS.glob("*.yaml") if _is_training_config(p))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models train as fast on one thread, and a busy CI machine's cores are not oversubscribed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
