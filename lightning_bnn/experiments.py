@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=["fashion_mnist", "mnist"], default="fashion_mnist")
     parser.add_argument("--units", type=int, default=400, help="hidden units per layer (paper: 400, 800, 1200)")
     parser.add_argument("--epochs", type=int, default=None, help="override the config's max_epochs")
-    parser.add_argument("--run", default=None, help="pruning: run id (default: best BBB classification run)")
+    parser.add_argument("--run", default=None, help="pruning: run id (default: the best BBB run of each prior)")
     parser.add_argument(
         "--variants", nargs="+", choices=list(CLASSIFICATION_VARIANTS), default=None, help="classification: a subset"
     )
