@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import yaml
 from conftest import CONFIGS, train
 from fake_idx import write_fake_mnist
 from mlflow import MlflowClient
+
+from lightning_bnn.idx import FASHION_MNIST_DIR
 
 
 def _is_training_config(path) -> bool:
@@ -46,7 +49,14 @@ def test_shipped_configs_are_the_issues():
     assert {"toy_regression.yaml", "digits.yaml", "fashion_mnist.yaml", "mnist_blundell.yaml"} <= set(SHIPPED)
 
 
-@pytest.mark.parametrize("config", SHIPPED)
+NEEDS_FASHION = pytest.mark.skipif(
+    not Path(FASHION_MNIST_DIR).is_dir(), reason="needs apt-get install dataset-fashion-mnist"
+)
+
+
+@pytest.mark.parametrize(
+    "config", [pytest.param(c, marks=NEEDS_FASHION) if c.startswith("fashion") else c for c in SHIPPED]
+)
 def test_fast_dev_run_of_each_shipped_config_is_recorded(store, tmp_path, config):
     extra = ["--trainer.fast_dev_run", "true"]
     if config == "mnist_blundell.yaml":
