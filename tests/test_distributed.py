@@ -30,23 +30,24 @@ from lightning_bnn.objectives import kl_weight
 W = 2
 
 
-def _module(prior: dict) -> BNNModule:
-    module = BNNModule(
-        input_shape=[5],
-        num_outputs=3,
-        hidden_sizes=[8],
-        estimator="reparameterization",  # one weight sample per step: the same on every "rank" below
-        num_samples_train=1,
-        prior=prior,
-        kl_weighting="uniform",
-    )
+def _module(prior: dict, schedule: str = "uniform") -> BNNModule:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = BNNModule(
+            input_shape=[5],
+            num_outputs=3,
+            hidden_sizes=[8],
+            estimator="reparameterization",  # one weight sample per step: the same on every "rank" below
+            num_samples_train=1,
+            prior=prior,
+            kl_weighting=schedule,
+        )
     module.log = lambda *args, **kwargs: None  # no Trainer to log into
     return module
 
 
-def _loss_and_grad(module, x, y, batch_idx, num_batches, world_size, schedule, epoch=0):
+def _loss_and_grad(module, x, y, batch_idx, num_batches, world_size, epoch=0):
     """training_step's loss and gradient, as Lightning's Trainer would run it on one rank."""
-    module.hparams.kl_weighting = schedule
     module._trainer = SimpleNamespace(num_training_batches=num_batches, world_size=world_size, current_epoch=epoch)
     module.zero_grad()
     with torch.random.fork_rng():
@@ -65,32 +66,29 @@ def _loss_and_grad(module, x, y, batch_idx, num_batches, world_size, schedule, e
 def test_rank_averaged_gradient_is_global_elbo_over_world_size(schedule, prior):
     """mean_r grad(loss_r) == grad(global-minibatch ELBO) / W, for every schedule and batch index."""
     gen = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        module = _module(prior)
+    module = _module(prior, schedule)
     m = 5  # minibatches per rank per epoch
     x, y = torch.randn(2 * 6, 5, generator=gen), torch.randint(0, 3, (2 * 6,), generator=gen)
     for batch_idx in (0, 3):
-        ranks = [_loss_and_grad(module, x[r::W], y[r::W], batch_idx, m, W, schedule, epoch=1) for r in range(W)]
+        ranks = [_loss_and_grad(module, x[r::W], y[r::W], batch_idx, m, W, epoch=1) for r in range(W)]
         mean_loss = torch.stack([loss for loss, _ in ranks]).mean()
         mean_grad = torch.stack([grad for _, grad in ranks]).mean(0)
         # one process holding the whole global minibatch, with the same M global minibatches per epoch
-        loss1, grad1 = _loss_and_grad(module, x, y, batch_idx, m, 1, schedule, epoch=1)
+        loss1, grad1 = _loss_and_grad(module, x, y, batch_idx, m, 1, epoch=1)
         torch.testing.assert_close(mean_loss, loss1 / W, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(mean_grad, grad1 / W, rtol=1e-5, atol=1e-6)
 
 
 def test_rank_loss_has_the_scale_of_one_process():
     """Uniform schedule: a rank's loss (M batches, W ranks) equals a one-process loss (W M batches)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        module = _module({"name": "gaussian", "sigma": 1.0})
-    x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
+    module = _module({"name": "gaussian", "sigma": 1.0})
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 5, generator=gen), torch.randint(0, 3, (6,), generator=gen)
     m = 5
     for i in range(m):
         assert kl_weight("uniform", i, m, world_size=W) == pytest.approx(kl_weight("uniform", i, W * m))
-    rank_loss, rank_grad = _loss_and_grad(module, x, y, 2, m, W, "uniform")
-    one_loss, one_grad = _loss_and_grad(module, x, y, 2, W * m, 1, "uniform")
+    rank_loss, rank_grad = _loss_and_grad(module, x, y, 2, m, W)
+    one_loss, one_grad = _loss_and_grad(module, x, y, 2, W * m, 1)
     torch.testing.assert_close(rank_loss, one_loss)
     torch.testing.assert_close(rank_grad, one_grad)
 
