@@ -82,6 +82,12 @@ def test_data_modules_refuse_bad_values(make, message):
 DIGITS = str(CONFIGS / "digits.yaml")
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Nothing a refused run might start writes into the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _cli_error(capsys, *args: str) -> str:
     """Run ``fit`` with ``args``; it must exit with status 2 before training. Returns what it printed."""
     with pytest.raises(SystemExit) as err:

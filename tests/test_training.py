@@ -85,7 +85,8 @@ def test_fast_dev_run_of_each_shipped_config_is_recorded(store, tmp_path, config
         assert json.load(f)  # a JSON model config, no pickle
 
 
-def test_fast_dev_run_without_mlflow_records_nothing(tmp_path):
+def test_fast_dev_run_without_mlflow_records_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Lightning's own logger writes ./lightning_logs
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     cli = train(CONFIGS / "digits.yaml", uri, "--trainer.fast_dev_run", "true", "--mlflow.enabled", "false")
     assert not any(type(lg).__name__ == "MLFlowLogger" for lg in cli.trainer.loggers)
@@ -122,8 +123,10 @@ def test_same_seed_gives_the_same_metrics(store):
     assert other["test/nll"] != first["test/nll"]
 
 
-def test_print_config_and_the_other_subcommands(capsys):
+def test_print_config_and_the_other_subcommands(capsys, tmp_path, monkeypatch):
     from lightning_bnn.cli import main
+
+    monkeypatch.chdir(tmp_path)  # without MLflow, Lightning's own logger writes ./lightning_logs
 
     with pytest.raises(SystemExit) as err:
         main(["fit", "--config", str(CONFIGS / "digits.yaml"), "--print_config"])
