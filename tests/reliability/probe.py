@@ -17,7 +17,7 @@ import lightning.pytorch as L
 class ParkAt(L.Callback):
     """Write ``marker`` at (epoch, batch), then wait there for a signal."""
 
-    def __init__(self, marker: str, epoch: int = 1, batch: int = 3, seconds: float = 120.0) -> None:
+    def __init__(self, marker: str, epoch: int = 1, batch: int = 3, seconds: float = 600.0) -> None:
         self.marker = marker
         self.epoch = epoch
         self.batch = batch
