@@ -105,7 +105,7 @@ def test_sigterm_and_sigint_end_run_killed_with_checkpoint(tmp_path):
         wait_for(marker, proc)
         proc.send_signal(sig)
     for sig, (root, proc, _) in jobs.items():
-        code = wait(proc, timeout=120)
+        code = wait(proc, timeout=300)
         log = (root / f"{sig.name}.log").read_text(errors="replace")
         client, run = only_run(store_uri(root))
         assert run.info.status == "KILLED", (sig.name, log[-3000:])
