@@ -104,6 +104,12 @@ def _check_positive_ints(values: Sequence[int], field: str, allow_empty: bool = 
     return out
 
 
+def _check_positive_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{field} must be a positive integer, got {value!r}")
+    return value
+
+
 def _check_number(value: Any, field: str, low: float, high: float = math.inf, low_open: bool = False) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > low if low_open else value >= low) and value <= high
@@ -177,7 +183,7 @@ class BNNModule(L.LightningModule):
         resolve_kl_method(kl, prior)  # refuses kl='exact' for a prior without closed form
         hp = {
             "input_shape": _check_positive_ints(input_shape, "input_shape", allow_empty=False),
-            "num_outputs": int(_check_positive_ints([num_outputs], "num_outputs")[0]),
+            "num_outputs": _check_positive_int(num_outputs, "num_outputs"),
             "task": parse_enum(Task, task, "task"),
             "architecture": parse_enum(Architecture, architecture, "architecture"),
             "hidden_sizes": _check_positive_ints(hidden_sizes, "hidden_sizes"),
@@ -193,7 +199,7 @@ class BNNModule(L.LightningModule):
             "num_samples_train": self._check_samples(num_samples_train, "num_samples_train", MAX_TRAIN_SAMPLES),
             "num_samples_eval": self._check_samples(num_samples_eval, "num_samples_eval", MAX_SAMPLES),
             "kl_weighting": parse_enum(KLWeighting, kl_weighting, "kl_weighting"),
-            "anneal_epochs": int(_check_positive_ints([anneal_epochs], "anneal_epochs")[0]),
+            "anneal_epochs": _check_positive_int(anneal_epochs, "anneal_epochs"),
             "kl_scale": _check_number(kl_scale, "kl_scale", 0.0),
             "noise": parse_enum(NoiseModel, noise, "noise"),
             "noise_std": _check_number(noise_std, "noise_std", 0.0, low_open=True),
