@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "lightning_bnn" / "configs"
+from bnn_testing import CONFIGS, train
 
 
 @pytest.fixture(autouse=True)
@@ -21,29 +19,6 @@ def tracking_uri(tmp_path: Path) -> str:
     """A fresh SQLite MLflow store in a temp folder."""
     (tmp_path / "mlruns").mkdir()
     return f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-
-
-def fit_args(config: str | Path, uri: str, *extra: str) -> list[str]:
-    """LightningCLI arguments for a quiet ``fit`` into the store ``uri``."""
-    return [
-        "fit",
-        "--config",
-        str(config),
-        "--mlflow.tracking_uri",
-        uri,
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        *extra,
-    ]
-
-
-def train(config: str | Path, uri: str, *extra: str):
-    """Train in-process through the real CLI; returns the finished LightningCLI."""
-    from lightning_bnn.cli import main
-
-    return main(fit_args(config, uri, *extra))
 
 
 @pytest.fixture(scope="session")

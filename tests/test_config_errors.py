@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONFIGS
+from bnn_testing import CONFIGS
 
 from lightning_bnn.cli import main
 from lightning_bnn.data import DigitsDataModule, ToyRegressionDataModule

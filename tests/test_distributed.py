@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import CONFIGS, REPO
+from bnn_testing import CONFIGS, REPO
 
 from lightning_bnn.module import BNNModule
 from lightning_bnn.objectives import kl_weight

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
-from conftest import CONFIGS, REPO, fit_args, train
+from bnn_testing import CONFIGS, REPO, fit_args, train
 from mlflow import MlflowClient
 
 from lightning_bnn import artifacts, load_model

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, REPO
+from bnn_testing import CONFIGS, REPO
 
 pytestmark = pytest.mark.slow
 

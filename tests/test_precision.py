@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIGS, train
+from bnn_testing import CONFIGS, train
 
 from lightning_bnn.layers import BayesConv2d, BayesLinear
 from lightning_bnn.posterior import rho_from_sigma

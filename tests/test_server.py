@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import CONFIGS, train
+from bnn_testing import CONFIGS, train
 from mlflow import MlflowClient
 
 from lightning_bnn import artifacts, load_model

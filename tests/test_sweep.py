@@ -7,7 +7,7 @@ import math
 
 import pytest
 import yaml
-from conftest import CONFIGS
+from bnn_testing import CONFIGS
 
 from lightning_bnn import sweep
 from lightning_bnn.sweep import SweepError, load_spec, param_name

@@ -437,7 +437,7 @@ def test_command_helpers():
 
 
 def test_a_test_run_from_a_checkpoint_is_recorded_completely(digits_run, scratch_uri, tmp_path):
-    from conftest import CONFIGS
+    from bnn_testing import CONFIGS
 
     from lightning_bnn.cli import main
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, train
+from bnn_testing import CONFIGS, train
 from fake_idx import write_fake_mnist
 from mlflow import MlflowClient
 

@@ -94,9 +94,8 @@ def closed_port_uri() -> str:
 @pytest.fixture(scope="session")
 def iris_run(tmp_path_factory) -> tuple[str, str]:
     """(tracking_uri, run_id) of a tiny real CSV classification run (scikit-learn's iris as a CSV file)."""
+    from bnn_testing import train
     from sklearn.datasets import load_iris
-
-    from tests.conftest import train
 
     root = tmp_path_factory.mktemp("iris_store")
     (root / "mlruns").mkdir()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bnn_testing import CONFIGS, train
 
 from dashboard import inputs, predictions
 from lightning_bnn import load_model
@@ -41,10 +42,22 @@ pytestmark = [
 
 
 @pytest.fixture
-def dashboard_server(digits_run, tmp_path):
-    """`streamlit run dashboard` on 127.0.0.1 and a free port, reading the digits run's store."""
+def browser_run(request, tmp_path_factory) -> tuple[str, str]:
+    """(tracking_uri, run_id) shown in the browser: the small shared digits run, or for the README's
+    screenshots (UPDATE_SCREENSHOTS=1) the shipped digits config trained in full (seconds)."""
+    if os.environ.get("UPDATE_SCREENSHOTS") != "1":
+        return request.getfixturevalue("digits_run")
+    root = tmp_path_factory.mktemp("readme_store")
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    cli = train(CONFIGS / "digits.yaml", uri)
+    return uri, cli.trainer.logger.run_id
+
+
+@pytest.fixture
+def dashboard_server(browser_run, tmp_path):
+    """`streamlit run dashboard` on 127.0.0.1 and a free port, reading the browser run's store."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": digits_run[0], "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": browser_run[0], "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed below
     command = [sys.executable, "-m", "streamlit", "run", "dashboard", "--server.address", "127.0.0.1",
                "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
@@ -79,7 +92,7 @@ def metric_value(page, label: str) -> str:
     return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
-def test_predict_a_digit_in_the_browser(dashboard_server, digits_run, tmp_path):
+def test_predict_a_digit_in_the_browser(dashboard_server, browser_run, tmp_path):
     from playwright.sync_api import sync_playwright
 
     update = os.environ.get("UPDATE_SCREENSHOTS") == "1"
@@ -87,7 +100,7 @@ def test_predict_a_digit_in_the_browser(dashboard_server, digits_run, tmp_path):
     image = tmp_path / "digit.png"
     image.write_bytes(digit_png(0))
     # what the page must show: the same preprocessing and seeded sampling (S = 100) in this process
-    module = load_model(digits_run[1], tracking_uri=digits_run[0])
+    module = load_model(browser_run[1], tracking_uri=browser_run[0])
     processed = inputs.image_to_model_input("digit.png", image.read_bytes(), module.hparams.preprocessing)
     expected = predictions.classify(module, processed.array[None], 100)
 

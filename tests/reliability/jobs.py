@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import CONFIGS, REPO, fit_args
+from bnn_testing import CONFIGS, REPO, fit_args
 
 DIGITS = CONFIGS / "digits.yaml"
 #: a tiny digits job: two epochs of a 16-unit network, few evaluation samples

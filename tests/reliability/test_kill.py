@@ -13,7 +13,8 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from tests.conftest import train
+from bnn_testing import train
+
 from tests.reliability.jobs import DIGITS, metric_histories, spawn_fit, store_uri, wait, wait_for
 
 EPOCH_METRICS = ("train/loss", "train/nll", "val/nll", "val/acc")

@@ -10,8 +10,7 @@ import re
 import tomllib
 
 import pytest
-
-from tests.conftest import REPO
+from bnn_testing import REPO
 
 DOCS = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md")])
 SCRIPTS = sorted((REPO / "scripts").glob("*.sh"))
