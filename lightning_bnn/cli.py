@@ -29,8 +29,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from lightning_bnn.data import BaseDataModule
 from lightning_bnn.module import BNNModule
 from lightning_bnn.ood import OODCallback
+from lightning_bnn.run_recorder import MlflowRunCallback
 from lightning_bnn.tracking import (
-    MlflowRunCallback,
     checkpoint_root,
     checkpoint_run_info,
     flatten_params,

@@ -1,6 +1,6 @@
 """MLflow pyfunc wrapper of a lightning_bnn model, logged as a *model from code*.
 
-:func:`lightning_bnn.tracking.log_pyfunc_model` passes this file's **path** as
+:func:`lightning_bnn.run_recorder.log_pyfunc_model` passes this file's **path** as
 ``python_model``: MLflow copies the file into the model folder and runs it on load,
 so nothing is pickled (a ``PythonModel`` passed as an object would be serialised with
 CloudPickle). The weights travel as the artifact ``model`` (``weights.safetensors`` +

@@ -1,0 +1,392 @@
+"""Recording a run in MLflow: the callback and the artifact writers.
+
+:class:`MlflowRunCallback` records a run completely: the resolved config as params
+(flattened, readable names) and as ``config.yaml``; tags (task, dataset, model family,
+git commit, versions, host); the artifacts of :mod:`lightning_bnn.artifacts`: final
+weights, an MLflow pyfunc model, the best checkpoint by ``val/nll``, the posterior
+summary and, after testing, the reliability diagram (classification) or the predictive
+band (regression). It also carries the run's lifecycle: a run that raises ends
+``FAILED`` with the error in tags, Ctrl-C or SIGTERM ends it ``KILLED`` with the last
+checkpoint logged. Only global rank 0 writes. Where runs are stored and how a run is
+loaded back live in :mod:`lightning_bnn.tracking`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+
+from lightning_bnn import artifacts
+from lightning_bnn.serialization import load_model_dir, save_model
+from lightning_bnn.tracking import (
+    CHECKPOINT_KEY,
+    BNNMLFlowLogger,
+    flatten_params,
+    is_interruption,
+    run_tags,
+)
+
+#: pip requirements of the pyfunc model, pinned to this environment (no slow inference)
+PYFUNC_PACKAGES = ("mlflow", "torch", "lightning", "torchmetrics", "safetensors", "numpy", "pandas")
+
+
+# -- the callback that records a run -----------------------------------------------------------------
+class MlflowRunCallback(L.Callback):
+    """Records a run completely: params, tags, config, model, checkpoints and report artifacts.
+
+    Args:
+        config: the resolved (flattened or nested) configuration to log as params; defaults
+            to the module's hyperparameters.
+        config_yaml: the resolved config as YAML text, logged as ``config.yaml``.
+        resumed_from: checkpoint path this fit resumes from (continuing the logger's run).
+        seed: seed of the Monte Carlo draws behind the evaluation artifacts.
+    """
+
+    def __init__(
+        self,
+        config: dict | None = None,
+        config_yaml: str | None = None,
+        resumed_from: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.config = config
+        self.config_yaml = config_yaml
+        self.resumed_from = resumed_from
+        self.seed = seed
+        self._recorded = False
+
+    @staticmethod
+    def _logger(trainer: L.Trainer) -> MLFlowLogger | None:
+        if trainer.global_rank != 0:
+            return None
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                return logger
+        return None
+
+    # -- start ----------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record_start(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record_start(trainer, pl_module)  # a ``validate`` run: recorded as completely as a fit
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record_start(trainer, pl_module)  # a ``test`` run
+
+    def _record_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Params, tags and ``config.yaml``, once per run (the first of fit, validate or test to start)."""
+        logger = self._logger(trainer)
+        if logger is None or self._recorded:
+            return
+        self._recorded = True
+        datamodule = trainer.datamodule
+        flat = flatten_params(self.config or {"model": dict(pl_module.hparams)})
+        if datamodule is not None:
+            flat.setdefault("dataset", getattr(datamodule, "name", type(datamodule).__name__))
+        client, run_id = logger.experiment, logger.run_id
+        tags = run_tags(pl_module, datamodule)
+        if self.resumed_from:
+            client.update_run(run_id, status="RUNNING")
+            previous = client.get_run(run_id).data
+            existing = previous.params
+            if "error" in previous.tags:  # the stop that is being resumed: kept, but no longer the run's error
+                tags["resume.previous_error"] = previous.tags["error"]
+                for key in ("error", "error.type"):
+                    if key in previous.tags:
+                        client.delete_tag(run_id, key)
+            changed = {k: [existing[k], v] for k, v in flat.items() if k in existing and existing[k] != v}
+            flat = {k: v for k, v in flat.items() if k not in existing}
+            tags["resumed_from_checkpoint"] = str(self.resumed_from)
+            if changed:  # MLflow params are immutable: record what the resumed fit changed
+                tags["resume.changed_params"] = json.dumps(changed)[:5000]
+        checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
+        if checkpoint_dir:
+            tags["checkpoint_dir"] = str(checkpoint_dir)
+        logger.log_hyperparams(flat)
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+        if self.config_yaml:
+            client.log_text(run_id, self.config_yaml, artifacts.CONFIG)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and logger._run_id is not None:
+                checkpoint[CHECKPOINT_KEY] = {
+                    "run_id": str(logger._run_id),
+                    "experiment_id": str(logger._experiment_id),
+                    "tracking_uri": str(logger._tracking_uri),
+                }
+
+    # -- end of fit -----------------------------------------------------------------------------------
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = self._logger(trainer)
+        if logger is None:
+            return
+        client, run_id = logger.experiment, logger.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            model_dir = save_model(pl_module, tmp / "model")
+            client.log_artifacts(run_id, str(model_dir), artifacts.MODEL_DIR)
+            example = pyfunc_input_example(pl_module, trainer.datamodule)
+            if example is not None:
+                log_pyfunc_model(client, run_id, model_dir, example, tmp / "pyfunc")
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+            if best and Path(best).is_file():
+                _log_file_as(client, run_id, best, artifacts.BEST_CHECKPOINT, tmp)
+            log_posterior_summary(client, run_id, pl_module, tmp)
+            if pl_module.hparams.get("task") == "regression":
+                log_train_sample(client, run_id, trainer.datamodule, tmp)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = self._logger(trainer)
+        if logger is None or trainer.datamodule is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            log_evaluation(logger.experiment, logger.run_id, pl_module, trainer.datamodule, Path(tmp), self.seed)
+
+    # -- failures -------------------------------------------------------------------------------------
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        logger = self._logger(trainer)
+        if logger is None or logger._run_id is None:
+            return
+        if isinstance(logger, BNNMLFlowLogger) and is_interruption(exception):
+            logger.interrupted = True
+        try:
+            self._record_exception(trainer, logger, exception)
+        except Exception as err:  # noqa: BLE001 - never hide the original error behind a tracking error
+            warnings.warn(f"could not record the {type(exception).__name__} in MLflow: {err}", stacklevel=2)
+
+    def _record_exception(self, trainer: L.Trainer, logger: MLFlowLogger, exception: BaseException) -> None:
+        client, run_id = logger.experiment, logger.run_id
+        client.set_tag(run_id, "error.type", type(exception).__name__)
+        client.set_tag(run_id, "error", (f"{type(exception).__name__}: {exception}".strip(": "))[:5000])
+        if not is_interruption(exception):
+            return
+        last = self._last_checkpoint(trainer)
+        if last is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                _log_file_as(client, run_id, last, artifacts.LAST_CHECKPOINT, Path(tmp))
+
+    @staticmethod
+    def _last_checkpoint(trainer: L.Trainer) -> str | None:
+        """The newest checkpoint on disk; one is written now if training was stopped before any."""
+        callback = trainer.checkpoint_callback
+        for path in (getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")):
+            if path and Path(path).is_file():
+                return path
+        if trainer.world_size != 1 or callback is None or getattr(callback, "dirpath", None) is None:
+            return None  # a checkpoint now would need every rank (a collective save)
+        path = str(Path(callback.dirpath) / "interrupted.ckpt")
+        trainer.save_checkpoint(path)
+        return path
+
+
+def _log_file_as(client: Any, run_id: str, source: str | Path, artifact: str, tmp: Path) -> None:
+    """Log ``source`` under the artifact path ``artifact`` (folder and file name)."""
+    folder, name = os.path.split(artifact)
+    staged = tmp / "stage" / name
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, staged)
+    client.log_artifact(run_id, str(staged), folder or None)
+    staged.unlink()
+
+
+def _write_chart(fig: Any, path: Path) -> None:
+    fig.write_html(str(path), include_plotlyjs="cdn", full_html=True)
+
+
+def _log_json_and_chart(client: Any, run_id: str, doc: dict, json_path: str, html_path: str, fig: Any, tmp: Path):
+    folder = tmp / "report" / os.path.dirname(json_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / os.path.basename(json_path)).write_text(json.dumps(doc, allow_nan=False))
+    _write_chart(fig, folder / os.path.basename(html_path))
+    client.log_artifact(run_id, str(folder / os.path.basename(json_path)), os.path.dirname(json_path))
+    client.log_artifact(run_id, str(folder / os.path.basename(html_path)), os.path.dirname(html_path))
+
+
+def log_posterior_summary(client: Any, run_id: str, module: torch.nn.Module, tmp: Path) -> dict:
+    """Log ``posterior/summary.json`` and ``posterior/posterior.html``; returns the summary."""
+    from lightning_bnn.reports import posterior_figure, posterior_summary
+
+    summary = posterior_summary(module)
+    _log_json_and_chart(
+        client, run_id, summary, artifacts.POSTERIOR_SUMMARY, artifacts.POSTERIOR_CHART, posterior_figure(summary), tmp
+    )
+    return summary
+
+
+def _test_batches(datamodule: Any):
+    for batch in datamodule.test_dataloader():
+        yield batch[0], batch[1]
+
+
+def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, tmp: Path, seed: int = 0) -> None:
+    """Log the test-set reliability diagram (classification) or predictive band (regression).
+
+    Predictions use ``num_samples_eval`` Monte Carlo samples drawn from a seeded generator
+    (``seed``) without disturbing the global random state.
+    """
+    from lightning_bnn.predict import regression_moments
+    from lightning_bnn.reports import predictive_band, predictive_band_figure, reliability, reliability_figure
+
+    was_training = module.training
+    module.eval()
+    xs, ys, predictions = [], [], []
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            for x, y in _test_batches(datamodule):
+                x = x.to(module.device)
+                predictions.append(module.sample_predictions(x))
+                xs.append(x.cpu())
+                ys.append(y.cpu())
+    finally:
+        module.train(was_training)
+    if not ys:
+        return
+    target = torch.cat(ys)
+    if module.hparams.task == "classification":
+        probs = torch.cat([p.mean(dim=0).cpu() for p in predictions])
+        doc = reliability(probs, target)
+        _log_json_and_chart(
+            client, run_id, doc, artifacts.RELIABILITY, artifacts.RELIABILITY_CHART, reliability_figure(doc), tmp
+        )
+        return
+    mean = torch.cat([p[0].cpu() for p in predictions], dim=1)
+    std = torch.cat([p[1].cpu() for p in predictions], dim=1)
+    moments = regression_moments(mean, std)
+    pre = module.hparams.preprocessing or {}
+    x_raw, y_raw = original_units(torch.cat(xs), target, pre)
+    doc = predictive_band(
+        x_raw,
+        y_raw,
+        moments["mean"],
+        moments["std"],
+        feature=(pre.get("feature_names") or ["x"])[0],
+        train_range=pre.get("train_range"),
+    )
+    _log_json_and_chart(
+        client,
+        run_id,
+        doc,
+        artifacts.PREDICTIVE_BAND,
+        artifacts.PREDICTIVE_BAND_CHART,
+        predictive_band_figure(doc),
+        tmp,
+    )
+
+
+def original_units(x: torch.Tensor, y: torch.Tensor, preprocessing: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Undo the tabular standardisation of model-space features ``x`` [B, F] and targets ``y``."""
+    x = x.reshape(x.shape[0], -1).to(torch.float64)
+    y = y.reshape(y.shape[0], -1).to(torch.float64)
+    if "feature_mean" in preprocessing:
+        x = x * torch.tensor(preprocessing["feature_std"], dtype=torch.float64) + torch.tensor(
+            preprocessing["feature_mean"], dtype=torch.float64
+        )
+    y = y * float(preprocessing.get("target_std", 1.0)) + float(preprocessing.get("target_mean", 0.0))
+    return x, y
+
+
+def log_train_sample(client: Any, run_id: str, datamodule: Any, tmp: Path, limit: int | None = None) -> None:
+    """Log ``data/train_sample.csv``: up to ``limit`` training points in original units (regression)."""
+    import numpy as np
+    import pandas as pd
+
+    from lightning_bnn.reports import TRAIN_SAMPLE_MAX
+
+    splits = getattr(datamodule, "splits", None)
+    if splits is None:
+        return
+    limit = limit or TRAIN_SAMPLE_MAX
+    n = splits.x_train.shape[0]
+    index = np.sort(np.random.default_rng(0).permutation(n)[:limit]) if n > limit else np.arange(n)
+    pre = getattr(datamodule, "preprocessing", {}) or {}
+    x, y = original_units(splits.x_train[index], splits.y_train[index], pre)
+    features = pre.get("feature_names") or [f"x{i}" for i in range(x.shape[1])]
+    targets = pre.get("target_names") or (["y"] if y.shape[1] == 1 else [f"y{i}" for i in range(y.shape[1])])
+    frame = pd.DataFrame({**dict(zip(features, x.T.numpy())), **dict(zip(targets, y.T.numpy()))})
+    path = tmp / "data" / os.path.basename(artifacts.TRAIN_SAMPLE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    client.log_artifact(run_id, str(path), os.path.dirname(artifacts.TRAIN_SAMPLE))
+
+
+# -- the MLflow pyfunc model -------------------------------------------------------------------------
+def pyfunc_input_example(module: Any, datamodule: Any) -> Any | None:
+    """Two training inputs in the pyfunc's input units (raw tabular features, model-space images)."""
+    splits = getattr(datamodule, "splits", None)
+    if splits is None:
+        return None
+    x = splits.x_train[:2].to(torch.float64)
+    pre = module.hparams.preprocessing or {}
+    if pre.get("kind") == "tabular" and "feature_mean" in pre:
+        x, _ = original_units(x, torch.zeros(x.shape[0]), pre)
+    return x.to(torch.float32).numpy()
+
+
+def pip_requirements() -> list[str]:
+    """Exact pins of the packages the pyfunc model imports (from this environment)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in PYFUNC_PACKAGES:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def _package_source(folder: Path) -> Path:
+    """A copy of the ``lightning_bnn`` package's Python files in ``folder/lightning_bnn`` (for ``code_paths``)."""
+    source = Path(__file__).resolve().parent
+    target = folder / source.name
+    for path in source.rglob("*.py"):
+        if "__pycache__" not in path.parts:
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+    return target
+
+
+def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tmp: Path) -> None:
+    """Log the run's MLflow pyfunc model under ``pyfunc/`` as a model from code.
+
+    ``python_model`` is the *path* of :mod:`lightning_bnn.pyfunc_model` (no pickle); the
+    safetensors weights in ``model_dir`` ride along as its artifact, and the package's
+    Python source as its ``code/`` (about 0.3 MB), so the model loads where
+    ``lightning_bnn`` is not installed. The signature
+    (tensor input, DataFrame output, params ``num_samples`` and ``seed``) is inferred
+    from a prediction on ``example``.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from lightning_bnn import pyfunc_model
+
+    module = load_model_dir(model_dir)
+    params = {"num_samples": int(module.hparams.num_samples_eval), "seed": 0}
+    output = pyfunc_model.predict_frame(module, example, params)
+    signature = infer_signature(example, output, params=params)
+    with tempfile.TemporaryDirectory() as staging:
+        mlflow.pyfunc.save_model(
+            path=str(tmp),
+            python_model=pyfunc_model.__file__,
+            artifacts={pyfunc_model.MODEL_ARTIFACT: str(model_dir)},
+            code_paths=[str(_package_source(Path(staging)))],
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
+    client.log_artifacts(run_id, str(tmp), artifacts.PYFUNC_MODEL)
