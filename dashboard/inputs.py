@@ -30,6 +30,8 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 IMAGE_FORMATS = ("PNG", "JPEG")
 #: most CSV rows predicted at once
 MAX_CSV_ROWS = 1000
+#: most images predicted at once on the Predict page
+MAX_IMAGES = 20
 #: fraction of the side left empty around a centred digit: MNIST-style 28x28 images hold it in a
 #: 20x20 box; scikit-learn's 8x8 digits fill the frame's height
 MNIST_MARGIN = 4 / 28

@@ -7,7 +7,6 @@ import streamlit as st
 from dashboard import charts, inputs, predictions, runs
 from dashboard.views import _shared as shared
 
-MAX_IMAGES = 20
 uri = shared.tracking_uri()
 st.title("Predict")
 table = shared.load_runs_or_stop()
@@ -73,16 +72,16 @@ def image_inputs() -> None:
     names, arrays, previews, captions = [], [], [], []
     if source == "Upload images":
         files = st.file_uploader(
-            f"PNG or JPEG images, one {'digit' if pre.get('height') == 8 else 'item'} each (up to {MAX_IMAGES})",
+            f"PNG or JPEG images, one {'digit' if pre.get('height') == 8 else 'item'} each (up to {inputs.MAX_IMAGES})",
             accept_multiple_files=True,
             key="image_upload",
             help="Any size or colours: they are converted to grayscale, cropped, resized to "
             f"{pre.get('height')}x{pre.get('width')} and inverted if the ink is dark on a light background.",
         )
         files = list(files or [])
-        if len(files) > MAX_IMAGES:
-            st.warning(f"{len(files)} images uploaded; predicting the first {MAX_IMAGES}.")
-        for f in files[:MAX_IMAGES]:
+        if len(files) > inputs.MAX_IMAGES:
+            st.warning(f"{len(files)} images uploaded; predicting the first {inputs.MAX_IMAGES}.")
+        for f in files[: inputs.MAX_IMAGES]:
             try:
                 item = inputs.image_to_model_input(f.name, f.getvalue(), pre)
             except inputs.InputError as err:
@@ -109,7 +108,7 @@ def image_inputs() -> None:
             key="examples",
             format_func=lambda i: f"#{i} (true class {labels[int(y[i])]})",
         )
-        for i in picked[:MAX_IMAGES]:
+        for i in picked[: inputs.MAX_IMAGES]:
             names.append(f"test example #{i} (true class {labels[int(y[i])]})")
             arrays.append(x[i])
             previews.append(inputs.pixels_from_model_input(x[i], pre))
