@@ -33,6 +33,7 @@ from lightning_bnn.run_recorder import MlflowRunCallback
 from lightning_bnn.tracking import (
     checkpoint_root,
     checkpoint_run_info,
+    default_run_name,
     flatten_params,
     make_logger,
     resolve_tracking_uri,
@@ -101,7 +102,9 @@ class BNNCLI(LightningCLI):
             tags = None
             if resumed_from and run_id is None:  # the checkpoint's run is not in this store: a new, linked run
                 tags = {"resumed_from_checkpoint": resumed_from, "resumed_from_run": previous_run or "unknown"}
-            kwargs["logger"] = make_logger(experiment, uri, mlflow_cfg.get("run_name"), tags=tags, run_id=run_id)
+            dataset = getattr(self.datamodule, "name", "data")
+            run_name = mlflow_cfg.get("run_name") or default_run_name(dict(self.model.hparams), dataset)
+            kwargs["logger"] = make_logger(experiment, uri, run_name, tags=tags, run_id=run_id)
             plain = self._parser(self.subcommand).dump(config, format="yaml", skip_none=False)
             params = _readable_params(config, self.datamodule)
             record = MlflowRunCallback(

@@ -167,6 +167,21 @@ class BNNMLFlowLogger(MLFlowLogger):
         super().finalize(status)
 
 
+def default_run_name(hparams: dict, dataset: str) -> str:
+    """A readable run name: data set, layer type, prior and start time, e.g. ``digits-bayes-gaussian-1127-041503``.
+
+    MLflow's own random names come from Python's ``random``, which ``seed_everything``
+    has just seeded, so every run of a config would get the same name.
+    """
+    import datetime
+
+    prior = (hparams.get("prior") or {}).get("name", "")
+    layer_type = str(hparams.get("layer_type", "model"))
+    parts = [dataset, layer_type, prior if layer_type == "bayes" else ""]
+    stamp = datetime.datetime.now().strftime("%m%d-%H%M%S")
+    return "-".join(p for p in (*parts, stamp) if p)
+
+
 def make_logger(
     experiment: str,
     tracking_uri: str | None = None,

@@ -451,3 +451,17 @@ def test_a_test_run_from_a_checkpoint_is_recorded_completely(digits_run, scratch
     assert run.data.params["prior.name"] == "gaussian" and run.data.tags["dataset"] == "digits"
     assert "test/acc" in run.data.metrics and "train/loss" not in run.data.metrics
     assert {artifacts.CONFIG, artifacts.RELIABILITY} <= artifact_files(client, run.info.run_id)
+
+
+def test_runs_get_readable_names_not_the_seeded_random_one(digits_run):
+    from mlflow import MlflowClient
+
+    from lightning_bnn.tracking import default_run_name
+
+    uri, run_id = digits_run
+    name = MlflowClient(uri).get_run(run_id).info.run_name
+    # MLflow's random names come from Python's random, seeded by seed_everything: every run would share one
+    assert name.startswith("digits-bayes-gaussian-"), name
+    assert default_run_name({"layer_type": "deterministic", "prior": {"name": "gaussian"}}, "toy").startswith(
+        "toy-deterministic-"
+    )
