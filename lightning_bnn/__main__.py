@@ -19,21 +19,22 @@ COMMANDS = {
 }
 
 
-def run(argv: list[str]) -> int:
-    """Dispatch ``argv`` to a project command or to the LightningCLI."""
-    if argv and argv[0] in COMMANDS:
-        module_name, function = COMMANDS[argv[0]].split(":")
-        return int(getattr(importlib.import_module(module_name), function)(argv[1:]) or 0)
+def run(argv: list[str] | None = None) -> int:
+    """Dispatch ``argv`` (default: the command line) to a project command or to the LightningCLI."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in COMMANDS:
+        module_name, function = COMMANDS[args[0]].split(":")
+        return int(getattr(importlib.import_module(module_name), function)(args[1:]) or 0)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from lightning_bnn.cli import main
 
     try:
-        main(argv)
+        main(argv)  # None: LightningCLI reads the command line itself (and does not warn about it)
     except SIGTERMException:  # Lightning stopped training cleanly on SIGTERM (the run is KILLED): not a success
         return 128 + signal.SIGTERM
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:]))
+    sys.exit(run())
