@@ -24,13 +24,14 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from lightning_bnn.tracking import code_version
 
 MIB = 1024.0 * 1024.0
 
@@ -191,25 +192,6 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "lightning_bnn", "benchmarks"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{commit}-dirty" if dirty else commit
-
-
 def machine_info(device: torch.device, threads: int) -> dict:
     """The machine, versions and load the figures were measured with."""
     import lightning
@@ -227,7 +209,7 @@ def machine_info(device: torch.device, threads: int) -> dict:
         "lightning": lightning.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
-        "git_commit": _git_commit(),
+        "git_commit": code_version(),
         "load_average_start": [round(v, 2) for v in os.getloadavg()],
     }
     try:

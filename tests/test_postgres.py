@@ -13,16 +13,14 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from bnn_testing import CONFIGS, REPO
+from bnn_testing import CONFIGS, REPO, free_port, stop, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -33,25 +31,6 @@ def _pg_bin() -> Path | None:
         return Path(candidate).parent
     found = shutil.which("initdb")
     return Path(found).resolve().parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before {url} answered")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +46,7 @@ def postgres_uri():
     if as_postgres:
         shutil.chown(root, "postgres")
         shutil.chown(sockets, "postgres")
-    port = _free_port()
+    port = free_port()
 
     def pg(*cmd: str) -> None:
         subprocess.run([*as_postgres, *cmd], check=True, capture_output=True, text=True, timeout=120)
@@ -93,7 +72,7 @@ def postgres_uri():
 def team_server(postgres_uri, tmp_path_factory):
     """(http URI, seconds to healthy) of scripts/team_server.sh on the PostgreSQL database."""
     root = tmp_path_factory.mktemp("team_server")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [
@@ -110,19 +89,14 @@ def team_server(postgres_uri, tmp_path_factory):
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{uri}/health", timeout=180, proc=proc)
+        wait_http(f"{uri}/health", timeout=180, proc=proc)
         yield uri, time.monotonic() - start
     except Exception:
         log.flush()
         print((root / "server.log").read_text()[-3000:], file=sys.stderr)
         raise
     finally:
-        proc.send_signal(signal.SIGTERM)  # the script exec's mlflow: this PID is the server's
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)  # the script exec's mlflow: this PID is the server's
         log.close()
 
 

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
-from bnn_testing import CONFIGS, train
+from bnn_testing import CONFIGS, free_port, stop, train, wait_http
 from mlflow import MlflowClient
 
 from lightning_bnn import artifacts, load_model
 from lightning_bnn.commands import runs_main
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,25 +47,13 @@ def mlflow_server(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not become healthy in 90 s"
-            time.sleep(0.3)
+        try:
+            wait_http(f"{url}/health", timeout=90, proc=proc)
+        except (RuntimeError, TimeoutError) as err:
+            raise AssertionError(f"{err}\n{(root / 'server.log').read_text()[-3000:]}") from err
         yield url, root
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)  # by its PID
         log.close()
 
 

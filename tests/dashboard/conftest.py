@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 from pathlib import Path
 
 import pytest
+from bnn_testing import free_port  # noqa: F401 - re-exported for the dashboard tests
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "streamlit_app.py"
 
@@ -77,12 +77,6 @@ def rich_store(digits_run, tmp_path_factory) -> dict:
         for i, (lr, sigma, acc) in enumerate([(0.001, 1.0, 0.7), (0.003, 0.5, 0.8), (0.01, 0.1, 0.75)])
     ]
     return {"uri": uri, "digits": digits_run[1], "fake": fake, "sweep": parent, "trials": trials}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -8,17 +8,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from bnn_testing import CONFIGS, train
+from bnn_testing import CONFIGS, free_port, stop, train, wait_http
 
 from dashboard import inputs, predictions
 from lightning_bnn import load_model
-from tests.dashboard.conftest import free_port
 from tests.dashboard.test_pages import digit_png
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,25 +62,15 @@ def dashboard_server(browser_run, tmp_path):
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
-            time.sleep(0.3)
+        try:
+            wait_http(f"{url}/_stcore/health", timeout=60, proc=process)
+        except (RuntimeError, TimeoutError) as err:
+            raise RuntimeError(
+                f"streamlit did not start: {err}\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}"
+            ) from err
         yield url
     finally:
-        process.terminate()  # stop the server by its PID
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=15)  # stop the server by its PID
         log.close()
 
 
