@@ -33,16 +33,20 @@ st.caption(
 )
 
 
-def show_classification(result, names, previews=None, captions=None) -> None:
-    """Per input: preview, sampled class distribution, uncertainty split and point estimate; CSV download."""
-    table = predictions.classification_table(result, names)
+def offer_download(frame: pd.DataFrame, key: str) -> None:
+    """A button that downloads the results table as CSV."""
     st.download_button(
         "Download results (CSV)",
-        predictions.to_csv_bytes(table),
+        predictions.to_csv_bytes(frame),
         file_name=f"predictions-{run_id[:8]}.csv",
         mime="text/csv",
-        key="download_classification",
+        key=key,
     )
+
+
+def show_classification(result, names, previews=None, captions=None) -> None:
+    """Per input: preview, sampled class distribution, uncertainty split and point estimate; CSV download."""
+    offer_download(predictions.classification_table(result, names), "download_classification")
     for i, name in enumerate(names):
         with st.container(border=True):
             st.markdown(f"**{name}**")
@@ -123,13 +127,7 @@ def regression_rows(frame: pd.DataFrame, features: list[str]) -> None:
     x = inputs.standardise(frame[features].to_numpy(), pre)
     result = predictions.regress(module, x, num_samples)
     out = predictions.regression_table(result, frame)
-    st.download_button(
-        "Download results (CSV)",
-        predictions.to_csv_bytes(out),
-        file_name=f"predictions-{run_id[:8]}.csv",
-        mime="text/csv",
-        key="download_regression",
-    )
+    offer_download(out, "download_regression")
     if len(out) > 1:
         st.dataframe(out, hide_index=True, key="regression_table")
         row = st.selectbox("Row to inspect", list(range(len(out))), key="regression_row")
