@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_bnn.fused import LocalLinearGaussian
 from lightning_bnn.posterior import GaussianPosterior, KLMethod, resolve_kl_method
-from lightning_bnn.priors import PriorConfig
+from lightning_bnn.priors import PriorConfig, PriorName
 
 #: Above this many inputs per batch, ``auto`` prediction samples weights instead of pre-activations.
 AUTO_WEIGHT_SAMPLING_MIN_BATCH = 16
@@ -324,6 +325,30 @@ class BayesLinear(_BayesLayer):
 
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return F.linear(x, weight, bias)
+
+    def forward_and_kl(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(self(x), self.kl())``, as one fused autograd node where it applies.
+
+        In training with the local estimator and the closed-form KL to a Gaussian prior (the
+        defaults), :class:`~lightning_bnn.fused.LocalLinearGaussian` computes both; otherwise the
+        general path of :meth:`_BayesLayer.forward_and_kl`.
+        """
+        fused = (
+            self.training
+            and self.estimator is Estimator.local
+            and self.kl_method is KLMethod.exact
+            and self.prior.name is PriorName.gaussian
+            and x.dim() in (2, 3)
+            and not torch.is_autocast_enabled(x.device.type)
+        )
+        if not fused:
+            return super().forward_and_kl(x)
+        b_mu, b_rho = (self.bias.mu, self.bias.rho) if self.bias is not None else (None, None)
+        x3 = x.unsqueeze(0) if x.dim() == 2 else x
+        if x3.shape[-1] != self.in_features:
+            return super().forward_and_kl(x)  # the general path raises the shape error
+        out, kl = LocalLinearGaussian.apply(x3, self.weight.mu, self.weight.rho, b_mu, b_rho, float(self.prior.sigma))
+        return (out.squeeze(0) if x.dim() == 2 else out), kl
 
     def _auto_min_batch(self, x: torch.Tensor) -> int:
         return AUTO_WEIGHT_SAMPLING_MIN_BATCH_CPU_LINEAR if x.device.type == "cpu" else AUTO_WEIGHT_SAMPLING_MIN_BATCH

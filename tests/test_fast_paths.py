@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightning_bnn.fused import LocalLinearGaussian
 from lightning_bnn.layers import (
     AUTO_WEIGHT_SAMPLING_MIN_BATCH_CPU_LINEAR,
     BayesConv2d,
@@ -118,3 +119,63 @@ def test_make_adam_is_fused_on_cpu_and_module_uses_it():
     module = BNNModule(input_shape=[4], num_outputs=2, hidden_sizes=[8])
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_local_linear_gradcheck(shared, bias):
+    """The fused training node's hand-written backward against finite differences (float64)."""
+    g = torch.Generator().manual_seed(1)
+
+    def leaf(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale + shift).requires_grad_()
+
+    w_mu, w_rho = leaf(3, 4, scale=0.5), leaf(3, 4, scale=0.3, shift=-1.0)
+    b_mu, b_rho = (leaf(3, scale=0.5), leaf(3, scale=0.3, shift=-1.0)) if bias else (None, None)
+    x = leaf(1, 5, 4) if shared else leaf(2, 5, 4)
+
+    def f(x, w_mu, w_rho, *b):
+        x = x.expand(2, 5, 4)  # shared: one input for both samples (stride 0), as at a first layer
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            out, kl = LocalLinearGaussian.apply(x, w_mu, w_rho, *(b or (None, None)), 0.8)
+        return out.sin().sum() + 0.3 * kl
+
+    inputs = (x, w_mu, w_rho, *((b_mu, b_rho) if bias else ()))
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_fused_local_linear_equals_general_path(num_samples):
+    """Same outputs (same seed), KL and gradients as the layer's general local path, in float32."""
+    torch.manual_seed(0)
+    net = build_network((6,), 4, hidden_sizes=(16, 8), estimator="local", prior=PriorConfig(sigma=0.5))
+    net.train()
+    x = torch.rand(7, 6)
+    layers = [m for m in net.modules() if isinstance(m, BayesLinear)]
+
+    def run(fused: bool):
+        net.zero_grad()
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            if fused:
+                out, kl = net.forward_with_kl(x, num_samples)
+            else:
+                h, terms = x.unsqueeze(0).expand(num_samples, *x.shape), []
+                for layer in net.layers:
+                    if isinstance(layer, BayesLinear):
+                        h, term = super(BayesLinear, layer).forward_and_kl(h)
+                        terms.append(term)
+                    else:
+                        h = layer(h)
+                out, kl = h, torch.stack(terms).sum()
+        (out.square().sum() + 1e-3 * kl).backward()
+        return out, kl, [p.grad.clone() for p in net.parameters()]
+
+    out_f, kl_f, grads_f = run(True)
+    out_g, kl_g, grads_g = run(False)
+    assert len(layers) == 3
+    torch.testing.assert_close(out_f, out_g)
+    torch.testing.assert_close(kl_f, kl_g)
+    for a, b in zip(grads_f, grads_g):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
