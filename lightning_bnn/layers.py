@@ -156,6 +156,7 @@ class _BayesLayer(BayesianModule):
         bound = mu_init_scale / math.sqrt(fan_in)
         self.weight = GaussianPosterior(weight_shape, bound, rho_init)
         self.bias = GaussianPosterior(bias_shape, bound, rho_init) if bias_shape is not None else None
+        self._moments_cache: tuple[tuple, _Moments] | None = None
 
     # -- the two functions a subclass defines -------------------------------------------------
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -191,10 +192,31 @@ class _BayesLayer(BayesianModule):
         return self._sampled(x, _Moments(w_sigma, w_var, b_sigma, b_var)), kl
 
     def _moments(self) -> _Moments:
-        """Sigma and sigma^2 without the KL (one softplus per tensor)."""
+        """Sigma and sigma^2 without the KL (one softplus per tensor).
+
+        Without autograd (prediction under ``torch.no_grad()``/``inference_mode()``) they are
+        kept between calls and recomputed only when ``rho`` changes: repeated sampling of one
+        model (the dashboard's sample slider) skips a softplus over every weight. The key is
+        each ``rho``'s identity, storage and version counter, which every in-place change
+        (optimizer step, ``load_state_dict``, ``reset_parameters``, ``.to()``) moves on.
+        A change made through ``.data`` bypasses the version counter: call
+        :meth:`clear_moments_cache` after one.
+        """
+        if torch.is_grad_enabled():
+            return self._compute_moments()
+        key = tuple((id(p.rho), p.rho.data_ptr(), p.rho._version) for p in (self.weight, self.bias) if p is not None)
+        if self._moments_cache is None or self._moments_cache[0] != key:
+            self._moments_cache = (key, self._compute_moments())
+        return self._moments_cache[1]
+
+    def _compute_moments(self) -> _Moments:
         w_sigma = self.weight.sigma
         b_sigma = self.bias.sigma if self.bias is not None else None
         return _Moments(w_sigma, w_sigma.square(), b_sigma, None if b_sigma is None else b_sigma.square())
+
+    def clear_moments_cache(self) -> None:
+        """Forget the sigma kept for prediction (see :meth:`_moments`)."""
+        self._moments_cache = None
 
     def _sampled(self, x: torch.Tensor, moments: _Moments | None) -> torch.Tensor:
         if x.dim() == self.feature_dims + 1:
@@ -205,6 +227,8 @@ class _BayesLayer(BayesianModule):
                 f"dimension(s), got shape {tuple(x.shape)}"
             )
         mode = self._mode(x)
+        if moments is None and mode is not PredictEstimator.mean and not torch.is_grad_enabled():
+            moments = self._moments()
         if mode is PredictEstimator.mean:
             bias = self.bias.mu if self.bias is not None else None
             if x.stride(0) == 0:
