@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--rounds", type=int, help="interleaved timing rounds of the training steps")
     parser.add_argument("--epochs", type=int, default=3, help="Fashion-MNIST epochs of the quality check")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of the quality check (default 5)")
     parser.add_argument(
         "--skip-fashion", action="store_true", help="full run without the Fashion-MNIST and dashboard parts"
     )
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
     return args
 
 
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import fashion
 
         if fashion.available():
-            epoch_rows, summary = fashion.quality(args.epochs, device, log)
+            epoch_rows, summary = fashion.quality(args.epochs, args.seeds, device, log)
             rows += epoch_rows
             extra["quality"] = summary
             rows += fashion.dashboard_path(device, repeats=5, log=log)
@@ -75,12 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     machine["wall_s"] = round(time.perf_counter() - started, 1)
     print(harness.markdown_table(rows))
     if "quality" in extra:
-        q = extra["quality"]
+        from benchmarks import fashion
+
         print()
-        print(f"Quality after {q['epochs']} epochs of Fashion-MNIST (test set, {q['predictive_samples']}-sample mean):")
-        for name in ("bayes", "deterministic"):
-            r = q[name]
-            print(f"  {name:13s} acc {100 * r['acc']:.2f}%  NLL {r['nll']:.4f}  ECE {r['ece']:.4f}")
+        print(fashion.quality_report(extra["quality"]))
     print()
     print(json.dumps(machine))
     if args.json:

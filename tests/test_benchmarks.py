@@ -55,3 +55,42 @@ def test_bad_options_are_refused():
         [sys.executable, "-m", "benchmarks", "--threads", "0"], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 2 and "--threads must be >= 1" in proc.stderr
+
+
+def test_bad_seed_count_is_refused():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--seeds", "0"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "--seeds must be >= 1" in proc.stderr
+
+
+def _summary(bayes: dict, det: dict) -> dict:
+    from benchmarks.fashion import _mean_sd
+
+    diff = {}
+    for k in ("acc", "nll", "ece"):
+        diff[k] = _mean_sd([b - d for b, d in zip(bayes[k], det[k])])
+        diff[k]["se"] = diff[k]["sd"] / math.sqrt(len(bayes[k]))
+    return {
+        "epochs": 3,
+        "seeds": len(bayes["acc"]),
+        "predictive_samples": 20,
+        "bayes": {k: _mean_sd(v) for k, v in bayes.items()},
+        "deterministic": {k: _mean_sd(v) for k, v in det.items()},
+        "bayes_minus_deterministic": diff,
+    }
+
+
+def test_quality_targets_are_checked_on_the_seed_means():
+    from benchmarks.fashion import quality_report, targets
+
+    det = {"acc": [0.86, 0.87], "nll": [0.38, 0.36], "ece": [0.02, 0.01]}
+    good = _summary({"acc": [0.858, 0.866], "nll": [0.37, 0.36], "ece": [0.008, 0.011]}, det)
+    assert [met for _, met in targets(good)] == [True, True, True]
+    # 0.6 points less accurate on average, ECE 0.0105, NLL above the deterministic network's
+    bad = _summary({"acc": [0.854, 0.864], "nll": [0.38, 0.37], "ece": [0.010, 0.011]}, det)
+    assert [met for _, met in targets(bad)] == [False, False, False]
+    report = quality_report(bad)
+    assert "2 seeds" in report and "acc 85.90 +- 0.71%" in report and report.count("NOT met") == 3
+    assert "paired difference (BBB - det, +- standard error): acc -0.60 +- 0.00 points" in report
