@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.harness import Row, Timing, interleaved_timings, peak_memory_mb, state_mb
-from lightning_bnn.layers import set_predict_estimator
+from lightning_bnn.layers import clear_moments_cache, set_predict_estimator
 from lightning_bnn.module import BNNModule, make_adam
 
 INPUT_SHAPE = (1, 28, 28)
@@ -186,7 +186,11 @@ def predictive_rows(device: torch.device, settings: Settings, log: Callable[[str
         def bayes(x: torch.Tensor = x, s: int = s) -> torch.Tensor:
             return module.sample_predictions(x, s)
 
-        functions = {"deterministic": det_passes, "auto": bayes}
+        def bayes_cold(x: torch.Tensor = x, s: int = s) -> torch.Tensor:
+            clear_moments_cache(module.net)
+            return module.sample_predictions(x, s)
+
+        functions = {"deterministic": det_passes, "auto": bayes, "auto (cold)": bayes_cold}
         if settings.regime_rows:
             for estimator in ("local", "reparameterization"):
 
@@ -206,7 +210,9 @@ def predictive_rows(device: torch.device, settings: Settings, log: Callable[[str
             if key == "deterministic":
                 note = f"{s} forward passes of the nn.Linear MLP"
             elif key == "auto":
-                note = "module.sample_predictions (predict_estimator=auto)"
+                note = "module.sample_predictions (predict_estimator=auto), repeated: sigma kept between calls"
+            elif key == "auto (cold)":
+                note = "the same, first call after a change of rho: sigma = softplus(rho) recomputed"
             else:
                 note = f"predict_estimator={key}, for comparison"
             row = _row(

@@ -463,3 +463,10 @@ def set_predict_estimator(model: nn.Module, estimator: PredictEstimator | str) -
     for m in model.modules():
         if isinstance(m, _BayesLayer):
             m.predict_estimator = estimator
+
+
+def clear_moments_cache(model: nn.Module) -> None:
+    """Forget the sigma every Bayesian layer of ``model`` keeps for prediction (see ``_BayesLayer._moments``)."""
+    for m in model.modules():
+        if isinstance(m, _BayesLayer):
+            m.clear_moments_cache()

@@ -46,6 +46,7 @@ def test_quick_benchmark_writes_rows(tmp_path):
     predict = {(r["name"], r["estimator"], r["S"], r["batch"]) for r in rows if r["name"].startswith("predict")}
     for batch, s in ((1, 100), (1000, 100), (1, 1000)):
         assert (f"predict_{batch}x{s}", "auto", s, batch) in predict
+        assert (f"predict_{batch}x{s}", "auto (cold)", s, batch) in predict
         assert (f"predict_{batch}x{s}", "deterministic", s, batch) in predict
 
 

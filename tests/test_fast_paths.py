@@ -18,6 +18,7 @@ from lightning_bnn.layers import (
     BayesConv2d,
     BayesLinear,
     PredictEstimator,
+    clear_moments_cache,
     total_kl,
 )
 from lightning_bnn.models import build_network
@@ -203,6 +204,16 @@ def test_prediction_keeps_sigma_until_rho_changes():
     # 2000 samples: the standard deviation's relative standard error is about 1.6%; allow 10%
     torch.testing.assert_close(spread, expected, rtol=0.1, atol=0.0)
     torch.testing.assert_close(spread_again, expected, rtol=0.1, atol=0.0)
+
+
+def test_clear_moments_cache_forgets_every_layer():
+    net = build_network((6,), 2, hidden_sizes=(5,)).eval()
+    with torch.no_grad():
+        net(torch.rand(3, 6), 4)
+    layers = [m for m in net.modules() if isinstance(m, BayesLinear)]
+    assert all(m._moments_cache is not None for m in layers)
+    clear_moments_cache(net)
+    assert all(m._moments_cache is None for m in layers)
 
 
 def test_prediction_with_autograd_does_not_use_kept_sigma():
