@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--rounds", type=int, help="interleaved timing rounds of the training steps")
     parser.add_argument("--epochs", type=int, default=3, help="Fashion-MNIST epochs of the quality check")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds of the quality check (default 5)")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds of the quality check (default 10)")
     parser.add_argument(
         "--skip-fashion", action="store_true", help="full run without the Fashion-MNIST and dashboard parts"
     )
