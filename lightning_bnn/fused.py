@@ -43,9 +43,11 @@ MIN_VARIANCE = 1e-16
 def _moments_and_kl(mu: torch.Tensor, rho: torch.Tensor, log_s: float, inv_var: float):
     """sigma, sigma^2 and the closed-form KL of one tensor (no autograd)."""
     sigma = F.softplus(rho)
-    var = sigma * sigma
+    buffer = torch.log(sigma)
+    log_sum = buffer.sum()
+    var = torch.mul(sigma, sigma, out=buffer)  # the log's buffer, reused
     flat_mu = mu.reshape(-1)
-    kl = mu.numel() * (log_s - 0.5) - torch.log(sigma).sum() + 0.5 * inv_var * (var.sum() + torch.dot(flat_mu, flat_mu))
+    kl = mu.numel() * (log_s - 0.5) - log_sum + 0.5 * inv_var * (var.sum() + torch.dot(flat_mu, flat_mu))
     return sigma, var, kl
 
 
@@ -53,7 +55,9 @@ def _grad_rho(grad_var: torch.Tensor, rho, sigma, var, g_kl, c) -> torch.Tensor:
     """dL/drho from dL/dsigma^2 (``grad_var``, overwritten), in place: see the module docstring."""
     if g_kl is None:
         return grad_var.mul_(2.0).mul_(sigma).mul_(torch.sigmoid(rho))
-    return grad_var.mul_(2.0).add_(c).mul_(var).sub_(g_kl).div_(sigma).mul_(torch.sigmoid(rho))
+    grad_var = torch.add(c, grad_var, alpha=2.0, out=grad_var)  # 2 G + g_kl / s^2
+    grad_var = torch.addcmul(-g_kl, grad_var, var, out=grad_var)  # sigma^2 (2 G + g_kl / s^2) - g_kl
+    return grad_var.mul_(torch.sigmoid(rho).div_(sigma))
 
 
 class LocalLinearGaussian(torch.autograd.Function):
