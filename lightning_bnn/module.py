@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import lightning.pytorch as L
@@ -58,6 +58,13 @@ def make_adam(
     params = list(parameters)
     usable = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True if (fused and usable) else None)
+
+
+class LRSchedule(StrEnum):
+    """Learning-rate schedule: ``constant``, or ``cosine`` (from ``lr`` to 0 over the run's steps, per step)."""
+
+    constant = "constant"
+    cosine = "cosine"
 
 
 class DivergenceError(RuntimeError):
@@ -148,6 +155,9 @@ class BNNModule(L.LightningModule):
         noise_std: fixed (or starting) observation noise std, in standardised target units.
         lr: Adam learning rate.
         weight_decay: Adam weight decay (L2), for the baselines.
+        lr_schedule: ``constant`` (default) or ``cosine``: the learning rate decays from ``lr``
+            to 0 along a half cosine over the run's optimizer steps (Loshchilov & Hutter 2017,
+            without restarts), which needs ``trainer.max_epochs`` or ``max_steps``.
         preprocessing: how raw inputs become model inputs (linked from the data module).
     """
 
@@ -176,6 +186,7 @@ class BNNModule(L.LightningModule):
         noise_std: float = 0.1,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        lr_schedule: LRSchedule = LRSchedule.constant,
         preprocessing: dict | None = None,
     ) -> None:
         super().__init__()
@@ -205,6 +216,7 @@ class BNNModule(L.LightningModule):
             "noise_std": _check_number(noise_std, "noise_std", 0.0, low_open=True),
             "lr": _check_number(lr, "lr", 0.0, low_open=True),
             "weight_decay": _check_number(weight_decay, "weight_decay", 0.0),
+            "lr_schedule": parse_enum(LRSchedule, lr_schedule, "lr_schedule"),
             "preprocessing": dict(preprocessing or {}),
         }
         # Hyperparameters are stored as plain JSON values: checkpoints then load with
@@ -336,12 +348,22 @@ class BNNModule(L.LightningModule):
         if self._trainer is not None and self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], sync_dist=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         precision = str(getattr(self._trainer, "precision", "")) if self._trainer is not None else ""
         # Lightning's 16-bit gradient scaler cannot clip gradients for an optimizer that unscales them itself
-        return make_adam(
+        optimizer = make_adam(
             self.parameters(), self.hparams.lr, self.hparams.weight_decay, fused=not precision.startswith("16")
         )
+        if self.hparams.get("lr_schedule", LRSchedule.constant.value) == LRSchedule.constant.value:
+            return optimizer
+        steps = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
+        if not math.isfinite(steps) or steps < 1:
+            raise ValueError(
+                "model.lr_schedule='cosine' decays the learning rate over the run's optimizer steps and needs "
+                "a finite number of them: set trainer.max_epochs or trainer.max_steps"
+            )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- evaluation ----------------------------------------------------------------------------------
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: torch.nn.Module) -> None:

@@ -41,6 +41,7 @@ MODULE_ERRORS = [
     ({"noise_std": 0.0}, "noise_std must be a finite number > 0.0, got 0.0"),
     ({"dropout": 1.0}, "dropout must be a finite number >= 0.0 and <= 0.99, got 1.0"),
     ({"anneal_epochs": 0}, "anneal_epochs must be a positive integer, got 0"),
+    ({"lr_schedule": "linear"}, "lr_schedule must be one of constant, cosine; got 'linear'"),
 ]
 
 

@@ -1,0 +1,42 @@
+"""``model.lr_schedule``: constant (default) or a cosine decay to 0 over the run's optimizer steps."""
+
+from __future__ import annotations
+
+import lightning.pytorch as L
+import pytest
+from bnn_testing import CONFIGS, train
+from mlflow import MlflowClient
+
+from lightning_bnn.data import DigitsDataModule
+from lightning_bnn.module import BNNModule
+
+
+def _lr_history(uri: str, cli) -> list[float]:
+    run_id = cli.trainer.logger.run_id
+    return [m.value for m in MlflowClient(uri).get_metric_history(run_id, "train/lr")]
+
+
+def test_cosine_schedule_from_the_cli_decays_to_zero(tracking_uri):
+    cli = train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "2", "--model.lr_schedule", "cosine")
+    lr = cli.model.hparams.lr
+    history = _lr_history(tracking_uri, cli)
+    assert len(history) == 2
+    # epoch ends: half way along the half cosine (lr / 2), then the end (0); tolerance one step of the cosine
+    assert history[0] == pytest.approx(lr / 2, rel=0.05)
+    assert history[1] < 1e-3 * lr
+    run = MlflowClient(tracking_uri).get_run(cli.trainer.logger.run_id)
+    assert run.data.params["lr_schedule"] == "cosine"
+
+
+def test_constant_schedule_is_the_default(tracking_uri):
+    cli = train(CONFIGS / "digits.yaml", tracking_uri, "--trainer.max_epochs", "2")
+    assert cli.model.hparams.lr_schedule == "constant"
+    assert _lr_history(tracking_uri, cli) == pytest.approx([cli.model.hparams.lr] * 2, rel=1e-6)  # logged as float32
+
+
+def test_cosine_schedule_needs_a_finite_run():
+    data = DigitsDataModule(batch_size=64)
+    module = BNNModule(input_shape=[64], num_outputs=10, hidden_sizes=[8], lr_schedule="cosine")
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="lr_schedule='cosine' .* set trainer.max_epochs or trainer.max_steps"):
+        trainer.fit(module, datamodule=data)
