@@ -3,7 +3,8 @@
 ``--quick`` (about a minute on 2 CPU cores): training-step and predictive-sampling rows
 with few rounds. The full run measures longer and adds the regime comparison of the
 prediction estimators, one Fashion-MNIST epoch, the dashboard's load-and-predict path
-and the quality check (3 epochs, BBB vs deterministic: accuracy, NLL, ECE).
+and the quality check (3 epochs, BBB vs deterministic: accuracy, NLL, ECE over 10 seeds at
+a constant learning rate, and over 5 seeds with ``model.lr_schedule=cosine``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="Fashion-MNIST epochs of the quality check")
     parser.add_argument("--seeds", type=int, default=10, help="seeds of the quality check (default 10)")
     parser.add_argument(
+        "--cosine-seeds",
+        type=int,
+        default=5,
+        help="seeds of the same check with model.lr_schedule=cosine (default 5; 0 skips it)",
+    )
+    parser.add_argument(
         "--skip-fashion", action="store_true", help="full run without the Fashion-MNIST and dashboard parts"
     )
     args = parser.parse_args(argv)
@@ -40,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.cosine_seeds < 0:
+        parser.error(f"--cosine-seeds must be >= 0, got {args.cosine_seeds}")
     return args
 
 
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             epoch_rows, summary = fashion.quality(args.epochs, args.seeds, device, log)
             rows += epoch_rows
             extra["quality"] = summary
+            if args.cosine_seeds:
+                extra["quality_cosine"] = fashion.quality(args.epochs, args.cosine_seeds, device, log, "cosine")[1]
             rows += fashion.dashboard_path(device, repeats=5, log=log)
         else:
             log("Fashion-MNIST IDX files not installed: skipping the epoch, dashboard and quality benchmarks")
@@ -80,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     if "quality" in extra:
         from benchmarks import fashion
 
-        print()
-        print(fashion.quality_report(extra["quality"]))
+        for key in ("quality", "quality_cosine"):
+            if key in extra:
+                print()
+                print(fashion.quality_report(extra[key]))
     print()
     print(json.dumps(machine))
     if args.json:

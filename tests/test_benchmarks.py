@@ -58,12 +58,16 @@ def test_bad_options_are_refused():
     assert proc.returncode == 2 and "--threads must be >= 1" in proc.stderr
 
 
-def test_bad_seed_count_is_refused():
+def test_bad_seed_counts_are_refused():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--seeds", "0"], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 2 and "--seeds must be >= 1" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--cosine-seeds", "-1"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "--cosine-seeds must be >= 0" in proc.stderr
 
 
 def _summary(bayes: dict, det: dict) -> dict:
