@@ -194,20 +194,28 @@ class _BayesLayer(BayesianModule):
     def _moments(self) -> _Moments:
         """Sigma and sigma^2 without the KL (one softplus per tensor).
 
-        Without autograd (prediction under ``torch.no_grad()``/``inference_mode()``) they are
-        kept between calls and recomputed only when ``rho`` changes: repeated sampling of one
-        model (the dashboard's sample slider) skips a softplus over every weight. The key is
-        each ``rho``'s identity, storage and version counter, which every in-place change
-        (optimizer step, ``load_state_dict``, ``reset_parameters``, ``.to()``) moves on.
-        A change made through ``.data`` bypasses the version counter: call
-        :meth:`clear_moments_cache` after one.
+        In ``eval()`` mode without autograd (prediction under ``torch.no_grad()`` or
+        ``inference_mode()``) they are kept between calls: repeated sampling of one model (the
+        dashboard's sample slider) skips a softplus over every weight. They are recomputed when
+        the layer switches between ``train()`` and ``eval()`` (as Lightning does around every
+        validation) and when any ``rho`` changes identity, storage or version counter (in-place
+        changes: ``load_state_dict``, ``reset_parameters``, ``.to()``, most optimizers). Two kinds
+        of change bypass the version counter: writes through ``.data`` and PyTorch's *fused*
+        optimizers (``Adam(fused=True)``, which :func:`~lightning_bnn.module.make_adam` uses);
+        an optimizer step taken in ``eval()`` mode, or a ``.data`` write, needs
+        :meth:`clear_moments_cache` (or a ``train()``/``eval()`` round trip) before predicting.
         """
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or self.training:
             return self._compute_moments()
         key = tuple((id(p.rho), p.rho.data_ptr(), p.rho._version) for p in (self.weight, self.bias) if p is not None)
         if self._moments_cache is None or self._moments_cache[0] != key:
             self._moments_cache = (key, self._compute_moments())
         return self._moments_cache[1]
+
+    def train(self, mode: bool = True) -> _BayesLayer:
+        """Switch mode (see ``nn.Module.train``), forgetting the sigma kept for prediction."""
+        self._moments_cache = None
+        return super().train(mode)
 
     def _compute_moments(self) -> _Moments:
         w_sigma = self.weight.sigma

@@ -222,3 +222,26 @@ def test_prediction_with_autograd_does_not_use_kept_sigma():
         layer._moments()
     layer(torch.rand(4, 6)).sum().backward()
     assert layer.weight.rho.grad is not None and layer.weight.rho.grad.abs().sum() > 0
+
+
+def test_kept_sigma_follows_fused_adam_steps_between_evaluations():
+    """Fused Adam does not bump version counters: the train()/eval() switch around a step must refresh sigma."""
+    torch.manual_seed(0)
+    net = build_network((6,), 2, hidden_sizes=(5,))
+    optimizer = make_adam(net.parameters(), lr=0.1)
+    layer = next(m for m in net.modules() if isinstance(m, BayesLinear))
+    x = torch.rand(3, 6)
+    for _ in range(2):  # validation, then a training step, as Lightning interleaves them
+        net.eval()
+        with torch.no_grad():
+            net(x, 2)
+            torch.testing.assert_close(layer._moments().w_var, torch.nn.functional.softplus(layer.weight.rho).square())
+        net.train()
+        assert layer._moments_cache is None
+        with torch.no_grad():
+            layer._moments()
+        assert layer._moments_cache is None  # never kept in training mode
+        optimizer.zero_grad()
+        out, kl = net.forward_with_kl(x, 1)
+        (out.square().sum() + kl).backward()
+        optimizer.step()
