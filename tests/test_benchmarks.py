@@ -99,3 +99,23 @@ def test_quality_targets_are_checked_on_the_seed_means():
     report = quality_report(bad)
     assert "2 seeds" in report and "acc 85.90 +- 0.71%" in report and report.count("NOT met") == 3
     assert "paired difference (BBB - det, +- standard error): acc -0.60 +- 0.00 points" in report
+
+
+def test_profile_prints_the_groups_of_each_step():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.profile", "--steps", "2", "--threads", "1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "| group (self CPU ms per step) | deterministic | BBB local S=1 | BBB local S=4 |"
+    for group in ("matrix products", "noise draws", "other", "total"):
+        assert any(line.startswith(f"| {group} |") for line in lines), group
+    total = next(line for line in lines if line.startswith("| total |"))
+    assert all(float(cell) > 0 for cell in total.strip("|").split("|")[1:])
+    assert "BBB local S=1: " in proc.stdout and "x the deterministic step (profiled)" in proc.stdout
