@@ -44,6 +44,13 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    # A test suite started in the background by a non-interactive shell (`pytest &`, nohup) inherits
+    # SIGINT ignored, and so would the job: Python then never raises KeyboardInterrupt. Give the job
+    # the disposition an interactive user's job has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     """Start ``python -m lightning_bnn ARGS`` in ``cwd``, its output going to ``log``."""
     with open(log, "wb") as out:
@@ -53,6 +60,7 @@ def spawn(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
             env=cli_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=_default_sigint,
         )
 
 
