@@ -9,22 +9,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 KEYS = {"name", "estimator", "prior", "S", "ms", "ratio_to_deterministic", "peak_mb"}
 
 
-def test_quick_benchmark_writes_rows(tmp_path):
-    out = tmp_path / "bench.json"
+def run_module(module: str, *args: str, cwd: Path = REPO, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` from the repository's code, without an inherited MLflow store."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--rounds", "1", "--threads", "1", "--json", str(out)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def test_quick_benchmark_writes_rows(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_module("benchmarks", "--quick", "--rounds", "1", "--threads", "1", "--json", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| train_step |" in proc.stdout
     data = json.loads(out.read_text())
@@ -50,24 +52,17 @@ def test_quick_benchmark_writes_rows(tmp_path):
         assert (f"predict_{batch}x{s}", "deterministic", s, batch) in predict
 
 
-def test_bad_options_are_refused():
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--threads", "0"], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 2 and "--threads must be >= 1" in proc.stderr
-
-
-def test_bad_seed_counts_are_refused():
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--seeds", "0"], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 2 and "--seeds must be >= 1" in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--cosine-seeds", "-1"], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 2 and "--cosine-seeds must be >= 0" in proc.stderr
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--threads", "0"), "--threads must be >= 1"),
+        (("--seeds", "0"), "--seeds must be >= 1"),
+        (("--cosine-seeds", "-1"), "--cosine-seeds must be >= 0"),
+    ],
+)
+def test_bad_options_are_refused(args, message):
+    proc = run_module("benchmarks", *args)
+    assert proc.returncode == 2 and message in proc.stderr
 
 
 def _summary(bayes: dict, det: dict) -> dict:
@@ -102,15 +97,7 @@ def test_quality_targets_are_checked_on_the_seed_means():
 
 
 def test_profile_prints_the_groups_of_each_step():
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.profile", "--steps", "2", "--threads", "1"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_module("benchmarks.profile", "--steps", "2", "--threads", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0] == "| group (self CPU ms per step) | deterministic | BBB local S=1 | BBB local S=4 |"
