@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = harness.machine_info(device, args.threads)
     if args.quick:
-        settings = micro.Settings(rounds=args.rounds or 3, warmup=1, predict_rounds=2, regime_rows=False)
+        settings = micro.Settings(rounds=args.rounds or 10, warmup=2, predict_rounds=5, regime_rows=False)
     else:
         settings = micro.Settings(rounds=args.rounds or 25, warmup=3, predict_rounds=15, regime_rows=True)
     rows = micro.training_rows(device, settings, log)
