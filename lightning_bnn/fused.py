@@ -31,24 +31,13 @@ applied in place to the matrix product that gives G.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
+from lightning_bnn.posterior import softplus_moments_and_gaussian_kl
+
 #: Pre-activation variances are clamped here before the square root (as in the general path).
 MIN_VARIANCE = 1e-16
-
-
-def _moments_and_kl(mu: torch.Tensor, rho: torch.Tensor, log_s: float, inv_var: float):
-    """sigma, sigma^2 and the closed-form KL of one tensor (no autograd)."""
-    sigma = F.softplus(rho)
-    buffer = torch.log(sigma)
-    log_sum = buffer.sum()
-    var = torch.mul(sigma, sigma, out=buffer)  # the log's buffer, reused
-    flat_mu = mu.reshape(-1)
-    kl = mu.numel() * (log_s - 0.5) - log_sum + 0.5 * inv_var * (var.sum() + torch.dot(flat_mu, flat_mu))
-    return sigma, var, kl
 
 
 def _grad_rho(grad_var: torch.Tensor, rho, sigma, var, g_kl, c) -> torch.Tensor:
@@ -74,14 +63,13 @@ class LocalLinearGaussian(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w_mu, w_rho, b_mu, b_rho, prior_sigma: float):  # noqa: D102
         ctx.set_materialize_grads(False)
-        log_s, inv_var = math.log(prior_sigma), 1.0 / (prior_sigma * prior_sigma)
         s = x.shape[0]
         shared = x.stride(0) == 0 and s > 1
         xin = x[0] if shared else x.reshape(-1, x.shape[-1])
-        w_sigma, w_var, kl = _moments_and_kl(w_mu, w_rho, log_s, inv_var)
+        w_sigma, w_var, kl = softplus_moments_and_gaussian_kl(w_mu, w_rho, prior_sigma)
         b_sigma = b_var = None
         if b_mu is not None:
-            b_sigma, b_var, b_kl = _moments_and_kl(b_mu, b_rho, log_s, inv_var)
+            b_sigma, b_var, b_kl = softplus_moments_and_gaussian_kl(b_mu, b_rho, prior_sigma)
             kl = kl + b_kl
         x2 = xin.square()
         mean = F.linear(xin, w_mu, b_mu)
@@ -95,7 +83,7 @@ class LocalLinearGaussian(torch.autograd.Function):
             noise = torch.randn_like(mean)
             out = torch.addcmul(mean, std, noise).reshape(s, x.shape[1], -1)
         ctx.save_for_backward(xin, x2, w_mu, w_rho, w_sigma, w_var, std, clamped, noise, b_mu, b_rho, b_sigma, b_var)
-        ctx.shared, ctx.inv_var, ctx.x_shape = shared, inv_var, x.shape
+        ctx.shared, ctx.inv_var, ctx.x_shape = shared, 1.0 / (prior_sigma * prior_sigma), x.shape
         return out, kl
 
     @staticmethod

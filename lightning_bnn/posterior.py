@@ -91,6 +91,27 @@ def gaussian_kl_to_laplace(mu: torch.Tensor, sigma: torch.Tensor, scale: float) 
     return n * (math.log(2.0 * scale) - 0.5 - _HALF_LOG_2PI) - torch.log(sigma).sum() + abs_mean.sum() / scale
 
 
+def softplus_moments_and_gaussian_kl(
+    mu: torch.Tensor, rho: torch.Tensor, prior_sigma: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sigma = softplus(rho), sigma^2 and KL(N(mu, sigma^2) || N(0, s^2)) from one softplus, without autograd.
+
+    The same numbers as :func:`sigma_from_rho` and :func:`gaussian_kl_to_gaussian`; the
+    forward pass of the fused training functions (:class:`_SoftplusGaussianKL` and
+    :class:`~lightning_bnn.fused.LocalLinearGaussian`).
+    """
+    sigma = F.softplus(rho)
+    buffer = torch.log(sigma)
+    log_sum = buffer.sum()
+    var = torch.mul(sigma, sigma, out=buffer)  # the log's buffer, reused
+    flat_mu = mu.reshape(-1)
+    inv_var = 1.0 / (prior_sigma * prior_sigma)
+    kl = (
+        mu.numel() * (math.log(prior_sigma) - 0.5) - log_sum + 0.5 * inv_var * (var.sum() + torch.dot(flat_mu, flat_mu))
+    )
+    return sigma, var, kl
+
+
 class _SoftplusGaussianKL(torch.autograd.Function):
     r"""sigma = softplus(rho), sigma^2 and KL(N(mu, sigma^2) || N(0, s^2)) from one softplus.
 
@@ -112,17 +133,9 @@ class _SoftplusGaussianKL(torch.autograd.Function):
     def forward(ctx, mu: torch.Tensor, rho: torch.Tensor, prior_sigma: float):  # noqa: D102
         ctx.set_materialize_grads(False)
         with torch.autocast(device_type=rho.device.type, enabled=False):
-            sigma = F.softplus(rho)
-            var = sigma.square()
-            inv_var = 1.0 / (prior_sigma * prior_sigma)
-            flat_mu = mu.reshape(-1)
-            kl = (
-                mu.numel() * (math.log(prior_sigma) - 0.5)
-                - torch.log(sigma).sum()
-                + 0.5 * inv_var * (var.sum() + torch.dot(flat_mu, flat_mu))
-            )
+            sigma, var, kl = softplus_moments_and_gaussian_kl(mu, rho, prior_sigma)
         ctx.save_for_backward(mu, rho, sigma, var)
-        ctx.inv_var = inv_var
+        ctx.inv_var = 1.0 / (prior_sigma * prior_sigma)
         return sigma, var, kl
 
     @staticmethod
