@@ -354,7 +354,7 @@ class BNNModule(L.LightningModule):
         optimizer = make_adam(
             self.parameters(), self.hparams.lr, self.hparams.weight_decay, fused=not precision.startswith("16")
         )
-        if self.hparams.get("lr_schedule", LRSchedule.constant.value) == LRSchedule.constant.value:
+        if self.hparams.lr_schedule == LRSchedule.constant.value:
             return optimizer
         steps = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
         if not math.isfinite(steps) or steps < 1:
