@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,6 +24,19 @@ def fit_args(config: str | Path, uri: str, *extra: str) -> list[str]:
         "false",
         *extra,
     ]
+
+
+def fit_command(config: str | Path, uri: str, *extra: str) -> list[str]:
+    """``python -m lightning_bnn fit ...`` as a subprocess command line (see :func:`fit_args`)."""
+    return [sys.executable, "-m", "lightning_bnn", *fit_args(config, uri, *extra)]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: the repo importable, no ambient store, unbuffered output."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return {**env, **extra}
 
 
 def train(config: str | Path, uri: str, *extra: str):

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from bnn_testing import REPO, cli_env
 
-REPO = Path(__file__).resolve().parent.parent
 KEYS = {"name", "estimator", "prior", "S", "ms", "ratio_to_deterministic", "peak_mb"}
 
 
 def run_module(module: str, *args: str, cwd: Path = REPO, timeout: float = 1200) -> subprocess.CompletedProcess:
     """``python -m MODULE ARGS`` from the repository's code, without an inherited MLflow store."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
     )
 
 

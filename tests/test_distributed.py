@@ -13,16 +13,14 @@ a one-process run with batch B (whose pi_i = 1 / (W M) under the uniform schedul
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from bnn_testing import CONFIGS, REPO
+from bnn_testing import CONFIGS, cli_env, fit_command
 
 from lightning_bnn.module import BNNModule
 from lightning_bnn.objectives import kl_weight
@@ -103,27 +101,16 @@ TOLERANCE = {"test/acc": 0.04, "test/nll": 0.08, "test/ece": 0.04, "test/brier":
 def _fit(store: Path, *extra: str) -> float:
     """Train digits in a subprocess through ``python -m lightning_bnn fit``; returns the wall time."""
     store.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "lightning_bnn",
-        "fit",
-        "--config",
-        str(CONFIGS / "digits.yaml"),
-        "--mlflow.tracking_uri",
+    cmd = fit_command(
+        CONFIGS / "digits.yaml",
         f"sqlite:///{store}/mlflow.db",
         "--trainer.max_epochs",
         str(DDP_EPOCHS),
         "--model.hidden_sizes",
         "[32]",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
         *extra,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    )
+    env = cli_env(OMP_NUM_THREADS="1")
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=store, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bnn_testing import CONFIGS, REPO, free_port, stop, wait_http
+from bnn_testing import CONFIGS, REPO, cli_env, fit_command, free_port, stop, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -105,18 +105,11 @@ def test_two_concurrent_runs_over_http(team_server, tmp_path):
     from dashboard.runs import list_runs, load_run_model
 
     uri, start_seconds = team_server
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = cli_env(OMP_NUM_THREADS="1")
     procs = []
     for name in ("alice", "bob"):
-        cmd = [
-            sys.executable,
-            "-m",
-            "lightning_bnn",
-            "fit",
-            "--config",
-            str(CONFIGS / "digits.yaml"),
-            "--mlflow.tracking_uri",
+        cmd = fit_command(
+            CONFIGS / "digits.yaml",
             uri,
             "--mlflow.experiment",
             "team",
@@ -128,9 +121,7 @@ def test_two_concurrent_runs_over_http(team_server, tmp_path):
             "2",
             "--trainer.limit_train_batches",
             "5",
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
+        )
         folder = tmp_path / name
         folder.mkdir()
         procs.append(subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))

@@ -6,7 +6,6 @@ starts it from a shell; the tests then read the store back through ``MlflowClien
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bnn_testing import CONFIGS, REPO, fit_args
+from bnn_testing import CONFIGS, cli_env, fit_args
 
 DIGITS = CONFIGS / "digits.yaml"
 #: a tiny digits job: two epochs of a 16-unit network, few evaluation samples
@@ -34,14 +33,6 @@ def store_uri(root: Path) -> str:
     """A SQLite tracking URI in ``root/mlruns`` (the folder is created)."""
     (root / "mlruns").mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root}/mlruns/mlflow.db"
-
-
-def cli_env() -> dict[str, str]:
-    """The environment of a CLI job: the repo importable, no ambient store, unbuffered output."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def _default_sigint() -> None:

@@ -16,12 +16,12 @@ import time
 
 import numpy as np
 import pytest
+from bnn_testing import cli_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dashboard.inputs import MAX_CSV_ROWS, MAX_UPLOAD_BYTES, InputError, image_to_model_input, parse_feature_csv
 from tests.reliability.hostile_images import DIGITS_PREPROCESSING, good_jpeg, good_png
-from tests.reliability.jobs import cli_env
 
 #: seconds one upload may take to be parsed or refused
 UPLOAD_SECONDS = 2.0

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from bnn_testing import fit_args
+from bnn_testing import cli_env, fit_args
 
 from lightning_bnn.serialization import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, load_model_dir, save_model
-from tests.reliability.jobs import DIGITS, cli_env, store_uri
+from tests.reliability.jobs import DIGITS, store_uri
 
 #: a module that writes the marker when imported (never imported by these tests)
 EVIL_MODULE = "tests.reliability.evil_module"

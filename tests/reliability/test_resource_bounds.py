@@ -16,9 +16,9 @@ import time
 
 import pytest
 import torch
+from bnn_testing import cli_env
 
 from lightning_bnn.predict import MAX_SAMPLES
-from tests.reliability.jobs import cli_env
 
 #: the stated bound: peak memory growth of predicting S = MAX_SAMPLES for a batch of 16 digits
 MEMORY_LIMIT_MB = 256
