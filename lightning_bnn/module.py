@@ -172,7 +172,7 @@ class BNNModule(L.LightningModule):
         activation: Activation = Activation.relu,
         layer_type: LayerType = LayerType.bayes,
         estimator: Estimator = Estimator.local,
-        prior: PriorConfig | None = None,
+        prior: PriorConfig = PriorConfig(),
         kl: KLMethod = KLMethod.auto,
         mu_init_scale: float = 1.0,
         rho_init: float = -5.0,

@@ -28,7 +28,7 @@ class PriorName(StrEnum):
     laplace = "laplace"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PriorConfig:
     """Configuration of a weight prior.
 
@@ -54,7 +54,7 @@ class PriorConfig:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        self.name = parse_prior_name(self.name)
+        object.__setattr__(self, "name", parse_prior_name(self.name))  # frozen: a safe default argument
         self.validate()
 
     def validate(self) -> None:

@@ -108,6 +108,7 @@ CLI_ERRORS = [
     (["--model.lr", "-0.1"], ["lr must be", "got -0.1"]),
     (["--model.estimator", "magic"], ["model.estimator", "magic"]),
     (["--data.batch_size", "0"], ["data.batch_size", "got 0"]),
+    (["--model.lr_schedule", "linear"], ["model.lr_schedule", "linear"]),
 ]
 
 
@@ -117,6 +118,13 @@ def test_cli_refuses_bad_values(capsys, args, expected):
     for piece in expected:
         assert piece in text
     assert "Traceback" not in text
+
+
+def test_cli_prior_error_is_only_ours(capsys):
+    """A bad prior value prints our one-line reason, not jsonargparse's list of Union subtypes."""
+    text = _cli_error(capsys, "--config", DIGITS, "--model.prior.sigma", "-1")
+    assert "error: invalid configuration: prior.sigma must be a finite number > 0, got -1.0" in text
+    assert "Union" not in text and "NoneType" not in text
 
 
 def _csv_config(tmp_path: Path, csv: Path, target: str) -> Path:
