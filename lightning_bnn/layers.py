@@ -214,7 +214,7 @@ class _BayesLayer(BayesianModule):
 
     def train(self, mode: bool = True) -> _BayesLayer:
         """Switch mode (see ``nn.Module.train``), forgetting the sigma kept for prediction."""
-        self._moments_cache = None
+        self.clear_moments_cache()
         return super().train(mode)
 
     def _compute_moments(self) -> _Moments:
@@ -235,8 +235,8 @@ class _BayesLayer(BayesianModule):
                 f"dimension(s), got shape {tuple(x.shape)}"
             )
         mode = self._mode(x)
-        if moments is None and mode is not PredictEstimator.mean and not torch.is_grad_enabled():
-            moments = self._moments()
+        if moments is None and mode is not PredictEstimator.mean:
+            moments = self._moments()  # kept between prediction calls (see _moments)
         if mode is PredictEstimator.mean:
             bias = self.bias.mu if self.bias is not None else None
             if x.stride(0) == 0:
