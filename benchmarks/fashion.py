@@ -27,8 +27,8 @@ import lightning.pytorch as L
 import torch
 
 from benchmarks.harness import Row, synchronize
-from lightning_bnn.idx import FASHION_MNIST_DIR, FashionMNISTDataModule
-from lightning_bnn.module import BNNModule
+from lightning_bnn.data.idx import FASHION_MNIST_DIR, FashionMNISTDataModule
+from lightning_bnn.training.module import BNNModule
 
 METRICS = ("acc", "nll", "ece")
 #: The Bayesian model's settings (the deterministic run ignores them): the library's defaults, spelled out.
@@ -207,7 +207,7 @@ def _cwd(path: Path) -> Iterator[None]:
 
 
 def _train_logged_run(root: Path, uri: str, layer_type: str) -> str:
-    from lightning_bnn.cli import main
+    from lightning_bnn.cli.app import main
 
     args = [
         "fit",

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_bnn.tracking import code_version
+from lightning_bnn.tracking.store import code_version
 
 MIB = 1024.0 * 1024.0
 

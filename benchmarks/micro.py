@@ -1,13 +1,13 @@
 """Training-step and predictive-sampling benchmarks at the paper's MNIST architecture.
 
-The Bayesian side runs exactly what users run: a :class:`~lightning_bnn.module.BNNModule`
-(its network from :func:`~lightning_bnn.models.build_network`), one step being
+The Bayesian side runs exactly what users run: a :class:`~lightning_bnn.training.module.BNNModule`
+(its network from :func:`~lightning_bnn.nn.models.build_network`), one step being
 ``optimizer.zero_grad(); loss = module.training_step(batch, i); loss.backward();
 optimizer.step()`` with the optimizer from ``module.configure_optimizers()``, and
 prediction being ``module.sample_predictions(x, S)``. The baseline is a plain
 ``nn.Sequential`` of ``nn.Linear`` layers of the same shape with the same loss
 (summed cross-entropy), the same optimizer construction
-(:func:`~lightning_bnn.module.make_adam`), and, for prediction, S separate forward
+(:func:`~lightning_bnn.training.module.make_adam`), and, for prediction, S separate forward
 passes (softmax included).
 """
 
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.harness import Row, Timing, interleaved_timings, peak_memory_mb, state_mb
-from lightning_bnn.layers import clear_moments_cache, set_predict_estimator
-from lightning_bnn.module import BNNModule, make_adam
+from lightning_bnn.nn.layers import clear_moments_cache, set_predict_estimator
+from lightning_bnn.training.module import BNNModule, make_adam
 
 INPUT_SHAPE = (1, 28, 28)
 HIDDEN = (400, 400)

@@ -5,7 +5,7 @@ message written for the person who uploaded the file (what is wrong, and what to
 Nothing here touches Streamlit; the pages show ``str(err)`` with ``st.error``.
 
 Image conversion follows the model's ``preprocessing`` record (see
-:class:`lightning_bnn.data.DigitsDataModule`): the model sees light ink on a dark
+:class:`lightning_bnn.data.base.DigitsDataModule`): the model sees light ink on a dark
 background, ``pixel / 255 * scale``, at ``height x width``. Photos and scans of
 dark ink on white paper are inverted first; the digit is cropped to its ink,
 centred on a square and resized.

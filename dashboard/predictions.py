@@ -1,7 +1,7 @@
 r"""Sampled predictions for the Predict page (no Streamlit calls).
 
 For each input the Bayesian network is sampled S times; the reductions come from
-:mod:`lightning_bnn.predict`. Classification reports, per input, the mean class
+:mod:`lightning_bnn.nn.predictive`. Classification reports, per input, the mean class
 probabilities and their spread across samples, and splits the predictive entropy
 (Depeweg et al. 2018):
 
@@ -23,7 +23,6 @@ back afterwards.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,8 +32,9 @@ import pandas as pd
 import torch
 import yaml
 
-from lightning_bnn.layers import PredictEstimator, set_predict_estimator
-from lightning_bnn.predict import (
+from lightning_bnn.data.stored import StoredDataError, datamodule_from_config
+from lightning_bnn.nn.layers import PredictEstimator, set_predict_estimator
+from lightning_bnn.nn.predictive import (
     central_interval,
     check_num_samples,
     expected_entropy,
@@ -46,11 +46,6 @@ from lightning_bnn.predict import (
 #: the S slider's range
 MIN_SAMPLES, MAX_SAMPLES = 1, 1000
 #: data modules whose test split the Predict page may rebuild from a run's config.yaml
-SAFE_DATA_CLASSES = {
-    "lightning_bnn.data.DigitsDataModule",
-    "lightning_bnn.data.ToyRegressionDataModule",
-    "lightning_bnn.idx.FashionMNISTDataModule",
-}
 _MODEL_LOCK = threading.RLock()
 
 
@@ -307,8 +302,8 @@ def to_csv_bytes(frame: pd.DataFrame) -> bytes:
 def test_examples(config_yaml: str, limit: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """The first ``limit`` test examples (model space) of a run, rebuilt from its ``config.yaml``.
 
-    Only the bundled data modules in :data:`SAFE_DATA_CLASSES` are rebuilt (no code from
-    the config is imported otherwise, and nothing is downloaded).
+    Only the bundled data modules are rebuilt (:mod:`lightning_bnn.data.stored`: no code
+    named by the config is imported, and nothing is downloaded).
 
     Returns:
         (x ``[N, *input_shape]`` float32, y ``[N]``).
@@ -320,18 +315,11 @@ def test_examples(config_yaml: str, limit: int = 200) -> tuple[np.ndarray, np.nd
         config = yaml.safe_load(config_yaml) or {}
     except yaml.YAMLError as err:
         raise ExamplesUnavailable(f"the run's config.yaml is not valid YAML ({err})") from None
-    data = config.get("data") if isinstance(config, dict) else None
-    if not isinstance(data, dict) or not isinstance(data.get("class_path"), str):
-        raise ExamplesUnavailable("the run's config.yaml names no data module")
-    class_path = data["class_path"]
-    if class_path not in SAFE_DATA_CLASSES:
-        raise ExamplesUnavailable(f"test examples are only rebuilt for the bundled data sets, not {class_path}")
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    init_args = {k: v for k, v in (data.get("init_args") or {}).items() if k != "num_workers"}
     try:
-        splits = cls(**init_args).splits
-    except (OSError, ValueError, TypeError) as err:
+        splits = datamodule_from_config(config, bundled_only=True, drop=("num_workers",)).splits
+    except StoredDataError as err:
+        raise ExamplesUnavailable(str(err)) from None
+    except (OSError, ValueError) as err:
         raise ExamplesUnavailable(f"the run's test data could not be rebuilt: {err}") from None
     return splits.x_test[:limit].numpy(), splits.y_test[:limit].numpy()
 

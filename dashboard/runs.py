@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from lightning_bnn import artifacts
+from lightning_bnn.tracking import artifacts
 
 #: seconds to wait for a tracking server's /health before calling it unreachable
 HEALTH_TIMEOUT_S = 3.0
@@ -75,8 +75,8 @@ class RunLoadError(RuntimeError):
 
 
 def resolve_uri(uri: str | None) -> str:
-    """Resolved tracking URI (see :func:`lightning_bnn.tracking.resolve_tracking_uri`), as a StoreError if bad."""
-    from lightning_bnn.tracking import resolve_tracking_uri
+    """Resolved tracking URI (see :func:`lightning_bnn.tracking.store.resolve_tracking_uri`), as a StoreError if bad."""
+    from lightning_bnn.tracking.store import resolve_tracking_uri
 
     try:
         return resolve_tracking_uri((uri or "").strip() or None)
@@ -380,7 +380,7 @@ def load_run_model(uri: str, run_id: str):
         StoreError: the store cannot be reached.
     """
     from lightning_bnn import load_model
-    from lightning_bnn.serialization import ModelLoadError
+    from lightning_bnn.tracking.serialization import ModelLoadError
 
     check_reachable(uri)
     try:

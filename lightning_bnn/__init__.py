@@ -1,17 +1,46 @@
-"""lightning-bnn: Bayes by Backprop (Blundell et al. 2015) as a PyTorch Lightning package."""
+"""lightning-bnn: Bayes by Backprop (Blundell et al. 2015) as a PyTorch Lightning package.
 
-from lightning_bnn.layers import BayesConv2d, BayesianModule, BayesLinear, total_kl
-from lightning_bnn.module import BNNModule
-from lightning_bnn.priors import PriorConfig, make_prior
-from lightning_bnn.tracking import load_model
+The package is layered; a lower layer never imports a higher one:
 
-__all__ = [
-    "BNNModule",
-    "BayesConv2d",
-    "BayesLinear",
-    "BayesianModule",
-    "PriorConfig",
-    "load_model",
-    "make_prior",
-    "total_kl",
-]
+* :mod:`lightning_bnn.nn`: priors, the Gaussian posterior, Bayesian layers, networks and
+  likelihoods (torch only);
+* :mod:`lightning_bnn.data`, :mod:`lightning_bnn.training`, :mod:`lightning_bnn.evaluation`:
+  data modules and preprocessing, the LightningModule and its objective, metrics and
+  uncertainty evaluation;
+* :mod:`lightning_bnn.tracking`: everything that reads or writes MLflow;
+* :mod:`lightning_bnn.cli`: the command line; :mod:`lightning_bnn.experiments`: the paper's
+  experiments and benchmarks, outside the library's core.
+
+The names below are imported lazily, so ``import lightning_bnn.nn`` pulls in neither
+Lightning nor MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BayesConv2d": "lightning_bnn.nn.layers",
+    "BayesLinear": "lightning_bnn.nn.layers",
+    "BayesianModule": "lightning_bnn.nn.layers",
+    "total_kl": "lightning_bnn.nn.layers",
+    "PriorConfig": "lightning_bnn.nn.priors",
+    "make_prior": "lightning_bnn.nn.priors",
+    "BNNModule": "lightning_bnn.training.module",
+    "load_model": "lightning_bnn.tracking.store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lightning_bnn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,6 +1,6 @@
 """``python -m lightning_bnn``: LightningCLI subcommands plus the project's own commands.
 
-``fit``, ``validate``, ``test``, ``predict``: LightningCLI (see :mod:`lightning_bnn.cli`).
+``fit``, ``validate``, ``test``, ``predict``: LightningCLI (see :mod:`lightning_bnn.cli.app`).
 ``runs``, ``compare``, ``prune``, ``sweep``: plain commands, each a ``main(argv) -> int``.
 """
 
@@ -12,10 +12,10 @@ import sys
 
 #: command name -> "module:function"; each function takes argv (without the command) and returns an exit code
 COMMANDS = {
-    "runs": "lightning_bnn.commands:runs_main",
-    "compare": "lightning_bnn.commands:compare_main",
-    "prune": "lightning_bnn.prune:main",
-    "sweep": "lightning_bnn.sweep:main",
+    "runs": "lightning_bnn.cli.commands:runs_main",
+    "compare": "lightning_bnn.cli.commands:compare_main",
+    "prune": "lightning_bnn.evaluation.prune:main",
+    "sweep": "lightning_bnn.cli.sweep:main",
 }
 
 
@@ -27,7 +27,7 @@ def run(argv: list[str] | None = None) -> int:
         return int(getattr(importlib.import_module(module_name), function)(args[1:]) or 0)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from lightning_bnn.cli import main
+    from lightning_bnn.cli.app import main
 
     try:
         main(argv)  # None: LightningCLI reads the command line itself (and does not warn about it)

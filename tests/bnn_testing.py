@@ -41,7 +41,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def train(config: str | Path, uri: str, *extra: str):
     """Train in-process through the real CLI; returns the finished LightningCLI."""
-    from lightning_bnn.cli import main
+    from lightning_bnn.cli.app import main
 
     return main(fit_args(config, uri, *extra))
 

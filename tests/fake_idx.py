@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_bnn.idx import IDX_FILES
+from lightning_bnn.data.idx import IDX_FILES
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

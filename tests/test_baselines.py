@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_bnn.metrics import ClassificationMetrics
-from lightning_bnn.module import BNNModule
-from lightning_bnn.predict import mutual_information
+from lightning_bnn.evaluation.metrics import ClassificationMetrics
+from lightning_bnn.nn.predictive import mutual_information
+from lightning_bnn.training.module import BNNModule
 
 
 def _model(layer_type: str) -> BNNModule:

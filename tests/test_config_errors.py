@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from bnn_testing import CONFIGS
 
-from lightning_bnn.cli import main
-from lightning_bnn.data import DigitsDataModule, ToyRegressionDataModule
-from lightning_bnn.module import BNNModule
-from lightning_bnn.priors import PriorConfig
-from lightning_bnn.tabular import CSVDataError, CSVDataModule
+from lightning_bnn.cli.app import main
+from lightning_bnn.data.base import DigitsDataModule, ToyRegressionDataModule
+from lightning_bnn.data.tabular import CSVDataError, CSVDataModule
+from lightning_bnn.nn.priors import PriorConfig
+from lightning_bnn.training.module import BNNModule
 
 # (keyword arguments of BNNModule, text the error must contain)
 MODULE_ERRORS = [
@@ -132,7 +132,7 @@ def _csv_config(tmp_path: Path, csv: Path, target: str) -> Path:
     config.write_text(
         "trainer:\n  max_epochs: 1\n  accelerator: cpu\n"
         "model:\n  hidden_sizes: [8]\n"
-        "data:\n  class_path: lightning_bnn.tabular.CSVDataModule\n"
+        "data:\n  class_path: lightning_bnn.data.tabular.CSVDataModule\n"
         f"  init_args:\n    path: {csv}\n    target: {target}\n    task: regression\n"
     )
     return config

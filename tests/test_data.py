@@ -10,15 +10,15 @@ import pytest
 import torch
 from fake_idx import idx_bytes, write_fake_mnist, write_idx
 
-from lightning_bnn.data import DigitsDataModule, ToyRegressionDataModule, split_indices, toy_curve
-from lightning_bnn.idx import (
+from lightning_bnn.data.base import DigitsDataModule, ToyRegressionDataModule, split_indices, toy_curve
+from lightning_bnn.data.idx import (
     FASHION_MNIST_DIR,
     FashionMNISTDataModule,
     IdxError,
     MNISTDataModule,
     read_idx,
 )
-from lightning_bnn.tabular import CSVDataError, CSVDataModule
+from lightning_bnn.data.tabular import CSVDataError, CSVDataModule
 
 # -- toy regression ---------------------------------------------------------------------------------------
 
@@ -229,3 +229,18 @@ def test_csv_other_errors(tmp_path):
         CSVDataModule(str(path), target="label", task="regression").setup()
     with pytest.raises(ValueError, match="data.task must be 'classification' or 'regression', got 'ranking'"):
         CSVDataModule(str(path), target="y", task="ranking")
+
+
+def test_stored_class_paths_old_and_new_resolve_to_the_same_classes():
+    from lightning_bnn.data import CSVDataModule, DigitsDataModule, FashionMNISTDataModule
+    from lightning_bnn.data.stored import StoredDataError, datamodule_class
+
+    # paths recorded by runs before the package was split into layers, the full and the short path
+    for path in ("lightning_bnn.idx.FashionMNISTDataModule", "lightning_bnn.data.idx.FashionMNISTDataModule"):
+        assert datamodule_class(path) is FashionMNISTDataModule
+    assert datamodule_class("lightning_bnn.tabular.CSVDataModule") is CSVDataModule
+    assert datamodule_class("lightning_bnn.data.DigitsDataModule", bundled_only=True) is DigitsDataModule
+    with pytest.raises(StoredDataError, match="only rebuilt for the bundled data sets"):
+        datamodule_class("lightning_bnn.tabular.CSVDataModule", bundled_only=True)
+    with pytest.raises(StoredDataError, match="is not a lightning_bnn data module"):
+        datamodule_class("os.system")

@@ -22,8 +22,8 @@ import pytest
 import torch
 from bnn_testing import CONFIGS, cli_env, fit_command
 
-from lightning_bnn.module import BNNModule
-from lightning_bnn.objectives import kl_weight
+from lightning_bnn.training.module import BNNModule
+from lightning_bnn.training.objectives import kl_weight
 
 W = 2
 

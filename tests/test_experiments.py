@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_bnn.experiments import main, write_section
+from lightning_bnn.experiments.paper import main, write_section
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,8 @@ def test_experiment_configs_compose(base, variant, capsys):
     """Every base + variant parses into a valid config (nothing is loaded or downloaded)."""
     import yaml
 
-    from lightning_bnn.cli import main as cli_main
-    from lightning_bnn.experiments import EXPERIMENT_CONFIGS
+    from lightning_bnn.cli.app import main as cli_main
+    from lightning_bnn.experiments.paper import EXPERIMENT_CONFIGS
 
     args = ["fit", "--config", str(EXPERIMENT_CONFIGS / base), "--config", str(EXPERIMENT_CONFIGS / variant)]
     with pytest.raises(SystemExit) as exit_info:

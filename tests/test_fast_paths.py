@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_bnn.fused import LocalLinearGaussian
-from lightning_bnn.layers import (
+from lightning_bnn.nn.fused import LocalLinearGaussian
+from lightning_bnn.nn.layers import (
     AUTO_WEIGHT_SAMPLING_MIN_BATCH_CPU_LINEAR,
     BayesConv2d,
     BayesLinear,
@@ -21,10 +21,10 @@ from lightning_bnn.layers import (
     clear_moments_cache,
     total_kl,
 )
-from lightning_bnn.models import build_network
-from lightning_bnn.module import BNNModule, make_adam
-from lightning_bnn.posterior import GaussianPosterior, KLMethod, _SoftplusGaussianKL, gaussian_kl_to_gaussian
-from lightning_bnn.priors import PriorConfig
+from lightning_bnn.nn.models import build_network
+from lightning_bnn.nn.posterior import GaussianPosterior, KLMethod, _SoftplusGaussianKL, gaussian_kl_to_gaussian
+from lightning_bnn.nn.priors import PriorConfig
+from lightning_bnn.training.module import BNNModule, make_adam
 
 
 def test_fused_gaussian_kl_matches_closed_form_and_gradcheck():

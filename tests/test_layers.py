@@ -11,8 +11,15 @@ from torch import distributions as D
 from torch import nn
 
 import lightning_bnn
-from lightning_bnn.layers import BayesConv2d, BayesLinear, Estimator, PredictEstimator, set_predict_estimator, total_kl
-from lightning_bnn.priors import PriorConfig
+from lightning_bnn.nn.layers import (
+    BayesConv2d,
+    BayesLinear,
+    Estimator,
+    PredictEstimator,
+    set_predict_estimator,
+    total_kl,
+)
+from lightning_bnn.nn.priors import PriorConfig
 
 PRIORS = {
     "gaussian": PriorConfig(name="gaussian", sigma=0.5),

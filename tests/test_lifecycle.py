@@ -16,8 +16,9 @@ import torch
 from bnn_testing import CONFIGS, REPO, fit_args, train
 from mlflow import MlflowClient
 
-from lightning_bnn import artifacts, load_model
-from lightning_bnn.tracking import CHECKPOINT_KEY
+from lightning_bnn import load_model
+from lightning_bnn.tracking import artifacts
+from lightning_bnn.tracking.store import CHECKPOINT_KEY
 
 TINY = ("--model.hidden_sizes", "[16]", "--model.num_samples_eval", "4")
 

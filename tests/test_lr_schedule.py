@@ -7,8 +7,8 @@ import pytest
 from bnn_testing import CONFIGS, train
 from mlflow import MlflowClient
 
-from lightning_bnn.data import DigitsDataModule
-from lightning_bnn.module import BNNModule
+from lightning_bnn.data.base import DigitsDataModule
+from lightning_bnn.training.module import BNNModule
 
 
 def _lr_history(uri: str, cli) -> list[float]:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lightning_bnn.metrics import ECE_BINS, ClassificationMetrics, RegressionMetrics
+from lightning_bnn.evaluation.metrics import ECE_BINS, ClassificationMetrics, RegressionMetrics
 
 LOG2 = math.log(2.0)
 

@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch import distributions as D
 
-from lightning_bnn.layers import BayesConv2d, BayesLinear
-from lightning_bnn.likelihoods import CategoricalLikelihood, GaussianLikelihood
-from lightning_bnn.models import MCDropout, build_network
-from lightning_bnn.module import BNNModule
-from lightning_bnn.predict import (
+from lightning_bnn.nn.layers import BayesConv2d, BayesLinear
+from lightning_bnn.nn.likelihoods import CategoricalLikelihood, GaussianLikelihood
+from lightning_bnn.nn.models import MCDropout, build_network
+from lightning_bnn.nn.predictive import (
     central_interval,
     expected_entropy,
     mixture_log_likelihood,
@@ -21,7 +20,8 @@ from lightning_bnn.predict import (
     regression_moments,
     sample_outputs,
 )
-from lightning_bnn.priors import PriorConfig
+from lightning_bnn.nn.priors import PriorConfig
+from lightning_bnn.training.module import BNNModule
 
 S, B = 4, 3
 

@@ -8,9 +8,9 @@ from fractions import Fraction
 import pytest
 import torch
 
-from lightning_bnn.layers import total_kl
-from lightning_bnn.module import BNNModule
-from lightning_bnn.objectives import KLWeighting, kl_weight
+from lightning_bnn.nn.layers import total_kl
+from lightning_bnn.training.module import BNNModule
+from lightning_bnn.training.objectives import KLWeighting, kl_weight
 
 
 def _epoch(schedule: str, m: int, **kwargs) -> list[float]:

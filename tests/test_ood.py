@@ -8,8 +8,7 @@ import math
 import pytest
 import torch
 
-from lightning_bnn.module import BNNModule
-from lightning_bnn.ood import (
+from lightning_bnn.evaluation.ood import (
     OOD_HISTOGRAM,
     OOD_HISTOGRAM_CHART,
     default_ood_sets,
@@ -19,6 +18,7 @@ from lightning_bnn.ood import (
     histogram_figure,
     ood_auroc,
 )
+from lightning_bnn.training.module import BNNModule
 
 
 def test_auroc_by_hand():

@@ -8,8 +8,8 @@ import pytest
 import torch
 from bnn_testing import CONFIGS, train
 
-from lightning_bnn.layers import BayesConv2d, BayesLinear
-from lightning_bnn.posterior import rho_from_sigma
+from lightning_bnn.nn.layers import BayesConv2d, BayesLinear
+from lightning_bnn.nn.posterior import rho_from_sigma
 
 SIGMA = 1e-4  # a trained posterior's small sigma: x^2 sigma^2 ~ 1e-8 underflows float16
 

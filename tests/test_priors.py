@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import distributions as D
 
-from lightning_bnn.posterior import (
+from lightning_bnn.nn.posterior import (
     GaussianPosterior,
     KLMethod,
     gaussian_kl_to_gaussian,
@@ -17,7 +17,7 @@ from lightning_bnn.posterior import (
     rho_from_sigma,
     sigma_from_rho,
 )
-from lightning_bnn.priors import PriorConfig, PriorName, make_prior
+from lightning_bnn.nn.priors import PriorConfig, PriorName, make_prior
 
 MIXTURE = PriorConfig(name="scale_mixture", pi=0.25, sigma1=1.0, sigma2=math.exp(-6.0))
 

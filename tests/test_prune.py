@@ -7,8 +7,7 @@ import json
 import pytest
 import torch
 
-from lightning_bnn.module import BNNModule
-from lightning_bnn.prune import (
+from lightning_bnn.evaluation.prune import (
     SNR_CHART,
     SNR_RECORD,
     TABLE,
@@ -22,6 +21,7 @@ from lightning_bnn.prune import (
     snr_record,
     weight_snr,
 )
+from lightning_bnn.training.module import BNNModule
 
 
 def _model(seed: int = 0) -> BNNModule:
@@ -36,7 +36,7 @@ def _model(seed: int = 0) -> BNNModule:
 
 
 def _mean_outputs(model: BNNModule, x: torch.Tensor) -> torch.Tensor:
-    from lightning_bnn.layers import set_predict_estimator
+    from lightning_bnn.nn.layers import set_predict_estimator
 
     set_predict_estimator(model.net, "mean")
     try:
@@ -102,7 +102,7 @@ def test_removing_all_of_a_layer_makes_the_output_independent_of_the_input():
     assert torch.allclose(out, out[:1].expand_as(out))  # every input gets the bias-only output
     # sampling still works, and with whole-function samples (one weight draw per sample, shared by the
     # batch) each sampled function is constant in x: removed weights have sigma ~ 0 and biases are shared
-    from lightning_bnn.layers import set_predict_estimator
+    from lightning_bnn.nn.layers import set_predict_estimator
 
     set_predict_estimator(model.net, "reparameterization")
     probs = model.sample_predictions(x, 5)

@@ -11,8 +11,9 @@ import pytest
 from bnn_testing import CONFIGS, free_port, stop, train, wait_http
 from mlflow import MlflowClient
 
-from lightning_bnn import artifacts, load_model
-from lightning_bnn.commands import runs_main
+from lightning_bnn import load_model
+from lightning_bnn.cli.commands import runs_main
+from lightning_bnn.tracking import artifacts
 
 
 @pytest.fixture(scope="module")

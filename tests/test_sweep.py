@@ -9,8 +9,8 @@ import pytest
 import yaml
 from bnn_testing import CONFIGS
 
-from lightning_bnn import sweep
-from lightning_bnn.sweep import SweepError, load_spec, param_name
+from lightning_bnn.cli import sweep
+from lightning_bnn.cli.sweep import SweepError, load_spec, param_name
 
 
 def test_shipped_prior_grid_is_the_papers():

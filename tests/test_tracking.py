@@ -14,12 +14,19 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from lightning_bnn import artifacts, load_model
-from lightning_bnn.commands import build_filter, compare_main, diff_params, format_table, parse_tags, runs_main
-from lightning_bnn.module import BNNModule
-from lightning_bnn.reports import histogram, posterior_summary, predictive_band, reliability
-from lightning_bnn.serialization import ModelLoadError, save_model
-from lightning_bnn.tracking import CHECKPOINT_KEY, checkpoint_root, flatten_params, parse_run, resolve_tracking_uri
+from lightning_bnn import load_model
+from lightning_bnn.cli.commands import build_filter, compare_main, diff_params, format_table, parse_tags, runs_main
+from lightning_bnn.evaluation.reports import histogram, posterior_summary, predictive_band, reliability
+from lightning_bnn.tracking import artifacts
+from lightning_bnn.tracking.serialization import ModelLoadError, save_model
+from lightning_bnn.tracking.store import (
+    CHECKPOINT_KEY,
+    checkpoint_root,
+    flatten_params,
+    parse_run,
+    resolve_tracking_uri,
+)
+from lightning_bnn.training.module import BNNModule
 
 EPOCH_METRICS = [
     "train/loss",
@@ -62,7 +69,7 @@ def test_params_are_the_resolved_config_with_readable_names(digits_run):
         "seed": "0",
         "dataset": "digits",
         "layer_type": "bayes",
-        "data.class": "lightning_bnn.data.DigitsDataModule",
+        "data.class": "lightning_bnn.data.base.DigitsDataModule",
         "trainer.max_epochs": "3",
     }
     assert {k: params.get(k) for k in expected} == expected
@@ -310,7 +317,7 @@ def test_load_model_reads_a_local_copy_without_the_store(tmp_path):
     torch.manual_seed(0)
     model = BNNModule(input_shape=[3], num_outputs=2, hidden_sizes=[4])
     save_model(model, tmp_path / "m")
-    from lightning_bnn.serialization import load_model_dir
+    from lightning_bnn.tracking.serialization import load_model_dir
 
     x = torch.randn(4, 3)
     assert torch.equal(_sample(load_model_dir(tmp_path / "m"), x), _sample(model.eval(), x))
@@ -318,7 +325,7 @@ def test_load_model_reads_a_local_copy_without_the_store(tmp_path):
 
 # -- pure pieces -----------------------------------------------------------------------------------------
 def test_flatten_params_drops_internal_keys_and_reads_well():
-    from lightning_bnn.models import LayerType
+    from lightning_bnn.nn.models import LayerType
 
     flat = flatten_params(
         {"_instantiator": "x", "__path__": "p", "prior": {"name": "gaussian", "sigma": 1.0}, "hidden_sizes": (8, 8)}
@@ -439,7 +446,7 @@ def test_command_helpers():
 def test_a_test_run_from_a_checkpoint_is_recorded_completely(digits_run, scratch_uri, tmp_path):
     from bnn_testing import CONFIGS
 
-    from lightning_bnn.cli import main
+    from lightning_bnn.cli.app import main
 
     uri, run_id = digits_run
     ckpt = MlflowClient(uri).download_artifacts(run_id, artifacts.BEST_CHECKPOINT, str(tmp_path))
@@ -456,7 +463,7 @@ def test_a_test_run_from_a_checkpoint_is_recorded_completely(digits_run, scratch
 def test_runs_get_readable_names_not_the_seeded_random_one(digits_run):
     from mlflow import MlflowClient
 
-    from lightning_bnn.tracking import default_run_name
+    from lightning_bnn.tracking.store import default_run_name
 
     uri, run_id = digits_run
     name = MlflowClient(uri).get_run(run_id).info.run_name

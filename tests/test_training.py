@@ -13,7 +13,7 @@ from bnn_testing import CONFIGS, train
 from fake_idx import write_fake_mnist
 from mlflow import MlflowClient
 
-from lightning_bnn.idx import FASHION_MNIST_DIR
+from lightning_bnn.data.idx import FASHION_MNIST_DIR
 
 
 def _is_training_config(path) -> bool:
@@ -124,7 +124,7 @@ def test_same_seed_gives_the_same_metrics(store):
 
 
 def test_print_config_and_the_other_subcommands(capsys, tmp_path, monkeypatch):
-    from lightning_bnn.cli import main
+    from lightning_bnn.cli.app import main
 
     monkeypatch.chdir(tmp_path)  # without MLflow, Lightning's own logger writes ./lightning_logs
 
@@ -132,7 +132,7 @@ def test_print_config_and_the_other_subcommands(capsys, tmp_path, monkeypatch):
         main(["fit", "--config", str(CONFIGS / "digits.yaml"), "--print_config"])
     assert err.value.code == 0
     printed = capsys.readouterr().out
-    assert "lightning_bnn.data.DigitsDataModule" in printed and "seed_everything: 0" in printed
+    assert "lightning_bnn.data.base.DigitsDataModule" in printed and "seed_everything: 0" in printed
     quiet = ["--mlflow.enabled", "false", "--trainer.enable_progress_bar", "false"]
     for sub, limit in (
         ("validate", "limit_val_batches"),
@@ -145,7 +145,7 @@ def test_print_config_and_the_other_subcommands(capsys, tmp_path, monkeypatch):
 
 def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):
     """No URI given and no MLFLOW_TRACKING_URI: a fit records into ./mlruns/mlflow.db, artifacts under ./mlruns."""
-    from lightning_bnn.cli import main
+    from lightning_bnn.cli.app import main
 
     monkeypatch.chdir(tmp_path)
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]

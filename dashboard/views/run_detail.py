@@ -4,7 +4,7 @@ import streamlit as st
 
 from dashboard import charts, runs
 from dashboard.views import _shared as shared
-from lightning_bnn import artifacts
+from lightning_bnn.tracking import artifacts
 
 uri = shared.tracking_uri()
 st.title("Run detail")

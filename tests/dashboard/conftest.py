@@ -101,7 +101,7 @@ def iris_run(tmp_path_factory) -> tuple[str, str]:
     config.write_text(
         "trainer: {max_epochs: 2, accelerator: cpu, log_every_n_steps: 1}\n"
         "model: {hidden_sizes: [8], num_samples_eval: 5}\n"
-        "data:\n  class_path: lightning_bnn.tabular.CSVDataModule\n"
+        "data:\n  class_path: lightning_bnn.data.tabular.CSVDataModule\n"
         f"  init_args: {{path: {root / 'iris.csv'}, target: target, task: classification, batch_size: 32}}\n"
     )
     uri = f"sqlite:///{root}/mlruns/mlflow.db"

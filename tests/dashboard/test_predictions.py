@@ -8,8 +8,8 @@ import torch
 
 from dashboard import predictions
 from lightning_bnn import load_model
-from lightning_bnn.layers import PredictEstimator
-from lightning_bnn.predict import predictive_entropy
+from lightning_bnn.nn.layers import PredictEstimator
+from lightning_bnn.nn.predictive import predictive_entropy
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lightning_bnn.likelihoods import Task
-from lightning_bnn.tabular import MAX_COLUMNS, CSVDataError, CSVDataModule, read_training_csv
+from lightning_bnn.data.tabular import MAX_COLUMNS, CSVDataError, CSVDataModule, read_training_csv
+from lightning_bnn.nn.likelihoods import Task
 from tests.reliability.jobs import DIGITS
 
 #: seconds one bad config may take to be refused (parsing, building the model; no training)
@@ -105,7 +105,7 @@ def _digits_with(path: tuple[str, ...], value) -> tuple[dict, str]:
 @example(case=_digits_with(("model", "x_unknown"), 1))
 @FUZZ
 def test_bad_config_is_refused_with_the_field_named(case, tmp_path):
-    from lightning_bnn.cli import main
+    from lightning_bnn.cli.app import main
 
     config, field = case
     path = tmp_path / "bad.yaml"

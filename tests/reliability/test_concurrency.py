@@ -1,7 +1,7 @@
 """Must hold 1 (concurrent jobs) and 8 (reproducibility), with four real CLI jobs on one SQLite store.
 
 The four jobs start at the same moment on a *fresh* store, the hardest case: without
-:func:`lightning_bnn.tracking.prepare_sqlite_store` they race in MLflow's schema
+:func:`lightning_bnn.tracking.store.prepare_sqlite_store` they race in MLflow's schema
 creation ("table _alembic_tmp_experiments already exists", "Online migration expected
 to match one row") and most of them die. Jobs 0 and 1 share a seed, as do 2 and 3:
 their logged metrics must agree to the last digit.
@@ -46,7 +46,7 @@ def four_jobs(tmp_path_factory):
 def test_four_jobs_at_once_all_complete(four_jobs):
     from mlflow import MlflowClient
 
-    from lightning_bnn.tracking import load_model
+    from lightning_bnn.tracking.store import load_model
 
     uri, run_ids, logs = four_jobs
     assert len(set(run_ids)) == NUM_JOBS

@@ -19,7 +19,7 @@ import pytest
 import torch
 from bnn_testing import cli_env, fit_args
 
-from lightning_bnn.serialization import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, load_model_dir, save_model
+from lightning_bnn.tracking.serialization import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, load_model_dir, save_model
 from tests.reliability.jobs import DIGITS, store_uri
 
 #: a module that writes the marker when imported (never imported by these tests)
@@ -53,8 +53,8 @@ def store(tmp_path_factory):
     """A real SQLite store and a function logging a (possibly spoiled) model folder as a new run."""
     from mlflow import MlflowClient
 
-    from lightning_bnn.module import BNNModule
-    from lightning_bnn.tracking import ensure_experiment
+    from lightning_bnn.tracking.store import ensure_experiment
+    from lightning_bnn.training.module import BNNModule
 
     root = tmp_path_factory.mktemp("hostile")
     uri = store_uri(root)
@@ -77,7 +77,7 @@ def store(tmp_path_factory):
 
 
 def load(store, spoil):
-    from lightning_bnn.tracking import load_model
+    from lightning_bnn.tracking.store import load_model
 
     uri, log_run = store
     return load_model(log_run(spoil), tracking_uri=uri)
@@ -153,7 +153,7 @@ def test_class_outside_the_package(store, marker, name):
 
 
 def test_model_json_not_json_or_huge(tmp_path, marker):
-    from lightning_bnn.module import BNNModule
+    from lightning_bnn.training.module import BNNModule
 
     folder = save_model(BNNModule(**SMALL), tmp_path / "m")
     (folder / CONFIG_FILE).write_bytes(b"\x80\x04not json")
@@ -167,7 +167,7 @@ def test_model_json_not_json_or_huge(tmp_path, marker):
 def test_nan_weights(tmp_path, marker):
     from safetensors.torch import load_file, save_file
 
-    from lightning_bnn.module import BNNModule
+    from lightning_bnn.training.module import BNNModule
 
     folder = save_model(BNNModule(**SMALL), tmp_path / "m")
     state = load_file(str(folder / WEIGHTS_FILE))
@@ -179,10 +179,10 @@ def test_nan_weights(tmp_path, marker):
 
 
 def test_config_yaml_naming_a_foreign_data_class(marker):
-    from lightning_bnn.prune import PruneError, datamodule_from_config
+    from lightning_bnn.data.stored import StoredDataError, datamodule_from_config
 
     config = {"data": {"class_path": f"{EVIL_MODULE}.{EVIL_CLASS}", "init_args": {}}}
-    with pytest.raises(PruneError, match="is not a lightning_bnn data module"):
+    with pytest.raises(StoredDataError, match="is not a lightning_bnn data module"):
         datamodule_from_config(config)
 
 
@@ -194,7 +194,7 @@ def pickle_checkpoint(path: Path, marker: Path) -> Path:
 
 
 def test_checkpoint_run_info_never_unpickles(tmp_path, marker):
-    from lightning_bnn.tracking import checkpoint_run_info
+    from lightning_bnn.tracking.store import checkpoint_run_info
 
     assert checkpoint_run_info(pickle_checkpoint(tmp_path / "evil.ckpt", marker)) is None
     legacy = tmp_path / "legacy.ckpt"  # the pre-zip pickle format
@@ -203,7 +203,7 @@ def test_checkpoint_run_info_never_unpickles(tmp_path, marker):
 
 
 def test_fit_refuses_pickle_checkpoint_with_clear_error(tmp_path, marker, capsys):
-    from lightning_bnn.cli import main
+    from lightning_bnn.cli.app import main
 
     evil = pickle_checkpoint(tmp_path / "evil.ckpt", marker)
     args = fit_args(DIGITS, store_uri(tmp_path), "--trainer.max_epochs", "1", "--ckpt_path", str(evil))
@@ -220,7 +220,7 @@ def test_fit_loads_checkpoint_weights_only_even_when_told_otherwise(tmp_path, ma
     The CLI's first read of the checkpoint is switched off here, and both ways a user can
     ask for unsafe loading are used (``--weights_only false``, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD).
     """
-    from lightning_bnn.cli import BNNCLI, main
+    from lightning_bnn.cli.app import BNNCLI, main
 
     monkeypatch.setattr(BNNCLI, "_parse_ckpt_path", lambda self: None)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -253,8 +253,8 @@ def test_fit_refuses_pickle_checkpoint_from_a_store(tmp_path, marker, capsys):
     """``fit --ckpt_path runs:/<run>/...`` downloads a checkpoint from a store: it is loaded weights-only too."""
     from mlflow import MlflowClient
 
-    from lightning_bnn.cli import main
-    from lightning_bnn.tracking import ensure_experiment
+    from lightning_bnn.cli.app import main
+    from lightning_bnn.tracking.store import ensure_experiment
 
     uri = store_uri(tmp_path)
     client = MlflowClient(uri)

@@ -50,7 +50,7 @@ def only_run(uri: str):
 
 def test_sigkill_mid_epoch_keeps_store_consistent_and_resumes(tmp_path):
     from dashboard.runs import list_runs
-    from lightning_bnn.commands import runs_main
+    from lightning_bnn.cli.commands import runs_main
 
     proc, marker = parked_job(tmp_path, "killed")
     wait_for(marker, proc)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from bnn_testing import cli_env
 
-from lightning_bnn.predict import MAX_SAMPLES
+from lightning_bnn.nn.predictive import MAX_SAMPLES
 
 #: the stated bound: peak memory growth of predicting S = MAX_SAMPLES for a batch of 16 digits
 MEMORY_LIMIT_MB = 256
@@ -28,8 +28,8 @@ SCRIPT = r"""
 import json, sys, time
 import torch
 from tests.reliability.hostile_images import peak_rss_mb
-from lightning_bnn.module import BNNModule
-from lightning_bnn.predict import MAX_SAMPLES
+from lightning_bnn.training.module import BNNModule
+from lightning_bnn.nn.predictive import MAX_SAMPLES
 
 torch.manual_seed(0)
 model = BNNModule(input_shape=[64], num_outputs=10, hidden_sizes=[128, 128]).eval()
@@ -57,7 +57,7 @@ def test_max_samples_prediction_stays_under_memory_limit():
 
 @pytest.mark.parametrize("samples", [0, -1, MAX_SAMPLES + 1, 10**7, 10**12, 2.5, True, "100"])
 def test_sample_count_outside_the_cap_is_refused_at_once(samples):
-    from lightning_bnn.module import BNNModule
+    from lightning_bnn.training.module import BNNModule
 
     model = BNNModule(input_shape=[4], num_outputs=3, hidden_sizes=[8]).eval()
     start = time.perf_counter()
@@ -76,7 +76,7 @@ def test_predict_page_worst_case_work_is_bounded_in_time():
     the stated bound (measured on the 2-core machine with a training job beside it: 0.83 s and 1.70 s).
     """
     from dashboard import inputs, predictions
-    from lightning_bnn.module import BNNModule
+    from lightning_bnn.training.module import BNNModule
 
     bound_s = 20.0
     with torch.random.fork_rng():

@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lightning_bnn.module import BNNModule
+from lightning_bnn.training.module import BNNModule
 
 FORMAT = "lightning_bnn.model"
 FORMAT_VERSION = 1

@@ -13,7 +13,7 @@ The weights are ranked by SNR across **all** Bayesian layers together (one globa
 threshold, as in the paper), and for each fraction f the ``round(f * N)`` weights with
 the lowest SNR are removed: their mean is set to 0 (and their sigma to ~0, so that a
 sampled network drops them too). The pruned network is evaluated with the posterior
-mean weights (:func:`~lightning_bnn.layers.set_predict_estimator` ``"mean"``) on the
+mean weights (:func:`~lightning_bnn.nn.layers.set_predict_estimator` ``"mean"``) on the
 run's own test set, rebuilt from its ``config.yaml``: test error for classification,
 RMSE for regression. Only the weight matrices and conv kernels are pruned; biases
 (and a learned noise std) are kept, like the paper's weight counts.
@@ -50,8 +50,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from lightning_bnn.artifacts import PRUNING_SNR, PRUNING_SNR_CHART, PRUNING_TABLE
-from lightning_bnn.layers import BayesianModule, set_predict_estimator
+from lightning_bnn.nn.layers import BayesianModule, set_predict_estimator
+from lightning_bnn.tracking.artifacts import PRUNING_SNR, PRUNING_SNR_CHART, PRUNING_TABLE
 
 PRUNED_FORMAT = "lightning_bnn.pruned"
 PRUNED_FORMAT_VERSION = "1"
@@ -62,15 +62,6 @@ TABLE_MD = "pruning/table.md"
 SNR_RECORD = PRUNING_SNR
 SNR_CHART = PRUNING_SNR_CHART
 SNR_BINS = 100
-
-#: data modules a run's config.yaml may name (nothing else is imported by name)
-DATA_MODULES = {
-    "lightning_bnn.data.DigitsDataModule": ("lightning_bnn.data", "DigitsDataModule"),
-    "lightning_bnn.data.ToyRegressionDataModule": ("lightning_bnn.data", "ToyRegressionDataModule"),
-    "lightning_bnn.idx.FashionMNISTDataModule": ("lightning_bnn.idx", "FashionMNISTDataModule"),
-    "lightning_bnn.idx.MNISTDataModule": ("lightning_bnn.idx", "MNISTDataModule"),
-    "lightning_bnn.tabular.CSVDataModule": ("lightning_bnn.tabular", "CSVDataModule"),
-}
 
 
 class PruneError(ValueError):
@@ -252,27 +243,13 @@ def load_pruned(path: str | Path, module: torch.nn.Module) -> torch.nn.Module:
 
 
 # -- the run ----------------------------------------------------------------------------------------------
-def datamodule_from_config(config: dict):
-    """The data module a run's resolved ``config.yaml`` names (only lightning_bnn's own classes)."""
-    import importlib
-
-    data = config.get("data") or {}
-    class_path = data.get("class_path")
-    if class_path not in DATA_MODULES:
-        raise PruneError(
-            f"data.class_path {class_path!r} is not a lightning_bnn data module; known: {sorted(DATA_MODULES)}"
-        )
-    module_name, name = DATA_MODULES[class_path]
-    cls = getattr(importlib.import_module(module_name), name)
-    return cls(**(data.get("init_args") or {}))
-
-
 def load_run(run_id: str, tracking_uri: str | None = None):
     """(model, data module, MlflowClient, resolved URI) of an MLflow run."""
     import yaml
     from mlflow import MlflowClient
 
-    from lightning_bnn.tracking import load_model, resolve_tracking_uri
+    from lightning_bnn.data.stored import StoredDataError, datamodule_from_config
+    from lightning_bnn.tracking.store import load_model, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     model = load_model(run_id, tracking_uri=uri)
@@ -283,7 +260,11 @@ def load_run(run_id: str, tracking_uri: str | None = None):
         except Exception as err:  # noqa: BLE001 - any failure means the config is missing
             raise PruneError(f"run {run_id} has no config.yaml artifact to rebuild its test set") from err
         config = yaml.safe_load(Path(local).read_text())
-    return model, datamodule_from_config(config), client, uri
+    try:
+        datamodule = datamodule_from_config(config)
+    except StoredDataError as err:
+        raise PruneError(str(err)) from None
+    return model, datamodule, client, uri
 
 
 def prune_run(
@@ -312,7 +293,7 @@ def prune_run(
     rows = []
     save_dir = Path(save_dir) if save_dir is not None else None
     if save_dir is not None:
-        from lightning_bnn.serialization import CONFIG_FILE, model_config
+        from lightning_bnn.tracking.serialization import CONFIG_FILE, model_config
 
         save_dir.mkdir(parents=True, exist_ok=True)
         (save_dir / CONFIG_FILE).write_text(json.dumps(model_config(model), indent=2, sort_keys=True))

@@ -10,7 +10,7 @@ Classification, from sampled class probabilities p_s [S, B, C] with predictive
   \sum_b (n_b / n) |acc_b - conf_b| (Guo et al. 2017; torchmetrics
   ``MulticlassCalibrationError``, norm l1).
 * ``entropy``: mean predictive entropy H[\bar p]; ``mi``: mean mutual information
-  (see :mod:`lightning_bnn.predict`).
+  (see :mod:`lightning_bnn.nn.predictive`).
 
 Regression, from the predictive mixture of N(m_s, s_s^2):
 
@@ -28,7 +28,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MeanSquaredError
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
-from lightning_bnn.predict import (
+from lightning_bnn.nn.predictive import (
     central_interval,
     mixture_log_likelihood,
     mutual_information,
@@ -51,7 +51,7 @@ class ClassificationMetrics(nn.Module):
       examples whose confidence \max_c \bar p_{n,c} falls in [(b-1)/15, b/15) (Naeini et al. 2015,
       Guo et al. 2017; torchmetrics ``MulticlassCalibrationError(n_bins=15, norm="l1")``);
     * ``entropy`` = \frac1N \sum_n H[\bar p_n] and ``mi`` = \frac1N \sum_n (H[\bar p_n] -
-      \frac1S \sum_s H[p_{s,n}]), in nats (:func:`~lightning_bnn.predict.mutual_information`).
+      \frac1S \sum_s H[p_{s,n}]), in nats (:func:`~lightning_bnn.nn.predictive.mutual_information`).
 
     Args:
         num_classes: number of classes C.

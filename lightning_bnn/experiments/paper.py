@@ -13,7 +13,7 @@
 * ``regression`` (Figure 5): BBB vs a deterministic network on the toy curve
   (``configs/toy_regression.yaml`` plus ``toy_bbb.yaml`` / ``toy_deterministic.yaml``),
   with the predictive band of both drawn beyond the training interval.
-* ``pruning`` (section 5.1 / Table 2): :mod:`lightning_bnn.prune` on the BBB run of
+* ``pruning`` (section 5.1 / Table 2): :mod:`lightning_bnn.evaluation.prune` on the BBB run of
   the classification experiment with the lowest test error (or ``--run``).
 
 Each run goes to MLflow (experiment ``paper-<name>``, tagged ``experiment``) with its
@@ -37,12 +37,11 @@ from pathlib import Path
 
 import torch
 
-from lightning_bnn.tracking import resolve_tracking_uri
+from lightning_bnn.tracking.store import resolve_tracking_uri
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent.parent
 CONFIGS = PACKAGE / "configs"
 EXPERIMENT_CONFIGS = CONFIGS / "experiments"
-DEFAULT_DOC = PACKAGE.parent / "docs" / "experiments.md"
 DEFAULT_FRACTIONS = (0.0, 0.5, 0.75, 0.95, 0.98)
 
 #: variant -> (config file, label)
@@ -73,7 +72,7 @@ def train_run(configs: Sequence[Path], uri: str, experiment: str, run_name: str,
     """
     from mlflow import MlflowClient
 
-    from lightning_bnn.cli import main
+    from lightning_bnn.cli.app import main
 
     args = ["fit"]
     for config in configs:
@@ -195,7 +194,7 @@ def classification_table(rows: list[dict], dataset: str, units: int, epochs: int
 # -- regression ------------------------------------------------------------------------------------------
 def regression(uri: str, epochs: int | None = None, quick: bool = False, figure: Path | None = None) -> str:
     """Train BBB and deterministic on the toy curve; return the markdown table (and write the band figure)."""
-    from lightning_bnn.tracking import load_model
+    from lightning_bnn.tracking.store import load_model
 
     base = CONFIGS / "toy_regression.yaml"
     experiment = "paper-regression"
@@ -263,7 +262,7 @@ def regression(uri: str, epochs: int | None = None, quick: bool = False, figure:
 @torch.no_grad()
 def band(model, x: torch.Tensor, num_samples: int = 200) -> dict[str, torch.Tensor]:
     """Predictive mean and central 95% band of a regression model at inputs x [N, 1]."""
-    from lightning_bnn.predict import central_interval, regression_moments
+    from lightning_bnn.nn.predictive import central_interval, regression_moments
 
     mean, std = model.sample_predictions(x, num_samples)
     moments = regression_moments(mean, std)
@@ -275,7 +274,7 @@ def train_points(config: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The training points of the toy-regression config (same seed, so the same points)."""
     import yaml
 
-    from lightning_bnn.data import ToyRegressionDataModule
+    from lightning_bnn.data.base import ToyRegressionDataModule
 
     init = (yaml.safe_load(config.read_text())["data"] or {}).get("init_args") or {}
     splits = ToyRegressionDataModule(**init).splits
@@ -348,7 +347,7 @@ def pruning(uri: str, run_id: str | None = None, dataset: str = "fashion_mnist",
     """Prune the best BBB run of each prior (or ``run_id``) by SNR; return the table beside the paper's Table 2."""
     from mlflow import MlflowClient
 
-    from lightning_bnn.prune import prune_run
+    from lightning_bnn.evaluation.prune import prune_run
 
     if quick:
         dataset = "digits"
@@ -404,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiment", choices=["classification", "regression", "pruning"])
     parser.add_argument("--quick", action="store_true", help="reduced version for CI (bundled data, seconds)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as for training)")
-    parser.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="markdown file to write the table into")
+    parser.add_argument(
+        "--doc", type=Path, default=None, help="markdown file to write the table into (default: print it only)"
+    )
     parser.add_argument("--dataset", choices=["fashion_mnist", "mnist"], default="fashion_mnist")
     parser.add_argument("--units", type=int, default=400, help="hidden units per layer (paper: 400, 800, 1200)")
     parser.add_argument("--epochs", type=int, default=None, help="override the config's max_epochs")
@@ -421,11 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quick and (args.dataset != "fashion_mnist" or args.units != 400 or args.epochs or args.variants):
             section = f"classification-{args.dataset}-{args.units}u" + (f"-{args.epochs}ep" if args.epochs else "")
     elif args.experiment == "regression":
-        figure = None if args.quick else args.doc.parent / "figures" / "regression_band.html"
+        figure = None if args.quick or args.doc is None else args.doc.parent / "figures" / "regression_band.html"
         markdown = regression(uri, args.epochs, args.quick, figure)
     else:
         markdown = pruning(uri, args.run, args.dataset, args.quick)
-    write_section(args.doc, section, markdown)
+    if args.doc is not None:
+        write_section(args.doc, section, markdown)
     print(markdown)
     return 0
 

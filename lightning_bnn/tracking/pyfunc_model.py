@@ -1,10 +1,10 @@
 """MLflow pyfunc wrapper of a lightning_bnn model, logged as a *model from code*.
 
-:func:`lightning_bnn.run_recorder.log_pyfunc_model` passes this file's **path** as
+:func:`lightning_bnn.tracking.recorder.log_pyfunc_model` passes this file's **path** as
 ``python_model``: MLflow copies the file into the model folder and runs it on load,
 so nothing is pickled (a ``PythonModel`` passed as an object would be serialised with
 CloudPickle). The weights travel as the artifact ``model`` (``weights.safetensors`` +
-``model.json``, see :mod:`lightning_bnn.serialization`), and the package's source as
+``model.json``, see :mod:`lightning_bnn.tracking.serialization`), and the package's source as
 the model's ``code/`` folder, so the serving environment needs only the pinned
 requirements, not an installed ``lightning_bnn``.
 
@@ -38,7 +38,7 @@ class BNNPyfuncModel(mlflow.pyfunc.PythonModel):
     """Sampled predictions of a lightning_bnn model as a DataFrame."""
 
     def load_context(self, context: Any) -> None:
-        from lightning_bnn.serialization import load_model_dir
+        from lightning_bnn.tracking.serialization import load_model_dir
 
         self.module = load_model_dir(context.artifacts[MODEL_ARTIFACT])
 
@@ -51,7 +51,7 @@ def predict_frame(module: Any, model_input: Any, params: dict[str, Any] | None =
     import pandas as pd
     import torch
 
-    from lightning_bnn.predict import central_interval, mutual_information, predictive_entropy, regression_moments
+    from lightning_bnn.nn.predictive import central_interval, mutual_information, predictive_entropy, regression_moments
 
     params = dict(params or {})
     num_samples = int(params.get("num_samples") or module.hparams.num_samples_eval)

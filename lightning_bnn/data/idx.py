@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lightning_bnn.data import BaseDataModule, Splits, _check_int
+from lightning_bnn.data.base import BaseDataModule, Splits, _check_int
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = [

@@ -3,7 +3,7 @@
 One class owns the variational parameters of one weight tensor: sampling, the
 log-density and the KL divergence to a prior (Blundell et al. 2015, section 3.2).
 Layers hold one of these per weight tensor and differ only in the function they
-apply (see :mod:`lightning_bnn.layers`).
+apply (see :mod:`lightning_bnn.nn.layers`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_bnn.priors import PriorConfig, PriorName, make_prior
+from lightning_bnn.nn.priors import PriorConfig, PriorName, make_prior
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -98,7 +98,7 @@ def softplus_moments_and_gaussian_kl(
 
     The same numbers as :func:`sigma_from_rho` and :func:`gaussian_kl_to_gaussian`; the
     forward pass of the fused training functions (:class:`_SoftplusGaussianKL` and
-    :class:`~lightning_bnn.fused.LocalLinearGaussian`).
+    :class:`~lightning_bnn.nn.fused.LocalLinearGaussian`).
     """
     sigma = F.softplus(rho)
     buffer = torch.log(sigma)

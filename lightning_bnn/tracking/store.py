@@ -8,7 +8,7 @@ artifacts in ``<store folder>/artifacts/<experiment>/`` and Lightning checkpoint
 (``http(s)://``) or another database, artifacts go where the server puts them and
 checkpoints to ``./mlruns/checkpoints/``.
 
-**What a run records**: :mod:`lightning_bnn.run_recorder` (the callback and the artifact writers).
+**What a run records**: :mod:`lightning_bnn.tracking.recorder` (the callback and the artifact writers).
 
 **Lifecycle.** A run that raises ends ``FAILED`` with the error in the tags ``error``
 and ``error.type``. Ctrl-C (SIGINT) or SIGTERM ends it ``KILLED``, with the last
@@ -34,8 +34,8 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lightning_bnn import artifacts
-from lightning_bnn.serialization import ModelLoadError, load_model_dir
+from lightning_bnn.tracking import artifacts
+from lightning_bnn.tracking.serialization import ModelLoadError, load_model_dir
 
 DEFAULT_STORE_DIR = "mlruns"
 DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE_DIR}/mlflow.db"
@@ -228,7 +228,7 @@ def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
 
 def code_version() -> str | None:
     """Git commit of the package's checkout, with ``-dirty`` if it has local changes; None outside git."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
@@ -310,7 +310,7 @@ def load_model(run: str, tracking_uri: str | None = None):
         tracking_uri: the store; defaults as in :func:`resolve_tracking_uri`.
 
     Returns:
-        The :class:`~lightning_bnn.module.BNNModule` with the run's weights.
+        The :class:`~lightning_bnn.training.module.BNNModule` with the run's weights.
 
     Raises:
         ModelLoadError: for an unknown run, a run without weights, or weights that are

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_bnn.likelihoods import Task
+from lightning_bnn.nn.likelihoods import Task
 
 
 @dataclass

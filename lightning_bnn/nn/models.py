@@ -13,9 +13,9 @@ from enum import StrEnum
 import torch
 from torch import nn
 
-from lightning_bnn.layers import BayesConv2d, BayesianModule, BayesLinear, Estimator, total_kl
-from lightning_bnn.posterior import KLMethod
-from lightning_bnn.priors import PriorConfig
+from lightning_bnn.nn.layers import BayesConv2d, BayesianModule, BayesLinear, Estimator, total_kl
+from lightning_bnn.nn.posterior import KLMethod
+from lightning_bnn.nn.priors import PriorConfig
 
 
 class Architecture(StrEnum):
@@ -119,7 +119,7 @@ class BayesianNetwork(nn.Module):
 
         Equal in distribution to ``(self(x, num_samples), total_kl(self))``, but each
         Bayesian layer computes sigma = softplus(rho) once for its forward pass and its
-        KL (:meth:`~lightning_bnn.layers.BayesianModule.forward_and_kl`): the training
+        KL (:meth:`~lightning_bnn.nn.layers.BayesianModule.forward_and_kl`): the training
         step's path.
         """
         x = self._check_input(x)

@@ -1,9 +1,9 @@
 r"""What a run's report artifacts contain: pure computations, plus plotly charts of them.
 
 The functions here turn a model or sampled predictions into the JSON documents of
-:mod:`lightning_bnn.artifacts` (histograms, reliability bins, predictive band) and
+:mod:`lightning_bnn.tracking.artifacts` (histograms, reliability bins, predictive band) and
 those documents into plotly figures. They do no I/O and know nothing of MLflow;
-:mod:`lightning_bnn.tracking` writes their output into a run.
+:mod:`lightning_bnn.tracking.store` writes their output into a run.
 
 * Posterior summary: per Bayesian layer, histograms of the posterior means mu, the
   standard deviations sigma = softplus(rho), and the signal-to-noise ratio
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_bnn.posterior import GaussianPosterior
+from lightning_bnn.nn.posterior import GaussianPosterior
 
 #: bins of every posterior histogram
 HISTOGRAM_BINS = 40
@@ -163,7 +163,7 @@ def predictive_band(
         train_range: [low, high] of the training inputs, if known.
         level: coverage of the central interval.
     """
-    from lightning_bnn.predict import normal_quantile
+    from lightning_bnn.nn.predictive import normal_quantile
 
     def first(t: torch.Tensor) -> torch.Tensor:
         t = t.detach().to("cpu", torch.float64)

@@ -1,8 +1,8 @@
 r"""The training step of a local-reparameterisation linear layer with a Gaussian prior, as one autograd node.
 
-:class:`~lightning_bnn.layers.BayesLinear` with ``estimator="local"`` and the closed-form
+:class:`~lightning_bnn.nn.layers.BayesLinear` with ``estimator="local"`` and the closed-form
 KL to a N(0, s^2) prior (the defaults) runs this in training. It computes the same numbers
-as the general path in :mod:`lightning_bnn.layers` and :mod:`lightning_bnn.posterior`
+as the general path in :mod:`lightning_bnn.nn.layers` and :mod:`lightning_bnn.nn.posterior`
 (``tests/test_fast_paths.py`` checks outputs, KL and gradients against it), with a
 hand-written backward:
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lightning_bnn.posterior import softplus_moments_and_gaussian_kl
+from lightning_bnn.nn.posterior import softplus_moments_and_gaussian_kl
 
 #: Pre-activation variances are clamped here before the square root (as in the general path).
 MIN_VARIANCE = 1e-16

@@ -6,12 +6,12 @@ Training step (Blundell et al. 2015, Algorithm in section 3.2), for minibatch i 
 
 where NLL_i is summed over the minibatch and averaged over ``num_samples_train``
 Monte Carlo samples drawn in one batched forward pass, and pi_i is the named
-``kl_weighting`` schedule (:mod:`lightning_bnn.objectives`). Validation, test and
+``kl_weighting`` schedule (:mod:`lightning_bnn.training.objectives`). Validation, test and
 prediction draw ``num_samples_eval`` predictive samples.
 
 Logged per epoch: ``train/loss`` (the minibatch objective above), ``train/nll``
 (per example), ``train/kl`` (total KL in nats), ``train/kl_weight``, ``train/lr``,
-``train/epoch_time_s``; ``val/...`` and ``test/...`` as in :mod:`lightning_bnn.metrics`.
+``train/epoch_time_s``; ``val/...`` and ``test/...`` as in :mod:`lightning_bnn.evaluation.metrics`.
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 
-from lightning_bnn.layers import Estimator, parse_enum
-from lightning_bnn.likelihoods import NoiseModel, Task, make_likelihood
-from lightning_bnn.metrics import ClassificationMetrics, RegressionMetrics
-from lightning_bnn.models import Activation, Architecture, LayerType, build_network
-from lightning_bnn.objectives import KLWeighting, kl_weight
-from lightning_bnn.posterior import KLMethod, resolve_kl_method
-from lightning_bnn.predict import (
+from lightning_bnn.evaluation.metrics import ClassificationMetrics, RegressionMetrics
+from lightning_bnn.nn.layers import Estimator, parse_enum
+from lightning_bnn.nn.likelihoods import NoiseModel, Task, make_likelihood
+from lightning_bnn.nn.models import Activation, Architecture, LayerType, build_network
+from lightning_bnn.nn.posterior import KLMethod, resolve_kl_method
+from lightning_bnn.nn.predictive import (
     MAX_SAMPLES,
     check_num_samples,
     mutual_information,
@@ -39,7 +38,8 @@ from lightning_bnn.predict import (
     regression_moments,
     sample_outputs,
 )
-from lightning_bnn.priors import PriorConfig
+from lightning_bnn.nn.priors import PriorConfig
+from lightning_bnn.training.objectives import KLWeighting, kl_weight
 
 #: most Monte Carlo samples per training step
 MAX_TRAIN_SAMPLES = 1000

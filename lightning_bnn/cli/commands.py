@@ -3,7 +3,7 @@
 ``runs`` prints a table of runs (newest first) with their key params and final
 metrics, filtered by experiment, tag or an MLflow filter string. ``compare RUN ...``
 prints the params that differ between runs and their final metrics side by side.
-Both work on any store (``--tracking-uri``, else as in :mod:`lightning_bnn.tracking`);
+Both work on any store (``--tracking-uri``, else as in :mod:`lightning_bnn.tracking.store`);
 they only read, through the MLflow client API (no SQL).
 """
 
@@ -15,8 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from lightning_bnn.serialization import ModelLoadError
-from lightning_bnn.tracking import parse_run, resolve_tracking_uri
+from lightning_bnn.tracking.serialization import ModelLoadError
+from lightning_bnn.tracking.store import parse_run, resolve_tracking_uri
 
 #: params shown in the ``runs`` table (those a run has)
 KEY_PARAMS = ("dataset", "prior.name", "estimator", "hidden_sizes", "lr", "trainer.max_epochs")

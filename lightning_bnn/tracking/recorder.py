@@ -2,13 +2,13 @@
 
 :class:`MlflowRunCallback` records a run completely: the resolved config as params
 (flattened, readable names) and as ``config.yaml``; tags (task, dataset, model family,
-git commit, versions, host); the artifacts of :mod:`lightning_bnn.artifacts`: final
+git commit, versions, host); the artifacts of :mod:`lightning_bnn.tracking.artifacts`: final
 weights, an MLflow pyfunc model, the best checkpoint by ``val/nll``, the posterior
 summary and, after testing, the reliability diagram (classification) or the predictive
 band (regression). It also carries the run's lifecycle: a run that raises ends
 ``FAILED`` with the error in tags, Ctrl-C or SIGTERM ends it ``KILLED`` with the last
 checkpoint logged. Only global rank 0 writes. Where runs are stored and how a run is
-loaded back live in :mod:`lightning_bnn.tracking`.
+loaded back live in :mod:`lightning_bnn.tracking.store`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
-from lightning_bnn import artifacts
-from lightning_bnn.serialization import load_model_dir, save_model
-from lightning_bnn.tracking import (
+from lightning_bnn.tracking import artifacts
+from lightning_bnn.tracking.serialization import load_model_dir, save_model
+from lightning_bnn.tracking.store import (
     CHECKPOINT_KEY,
     BNNMLFlowLogger,
     flatten_params,
@@ -216,7 +216,7 @@ def _log_json_and_chart(client: Any, run_id: str, doc: dict, json_path: str, htm
 
 def log_posterior_summary(client: Any, run_id: str, module: torch.nn.Module, tmp: Path) -> dict:
     """Log ``posterior/summary.json`` and ``posterior/posterior.html``; returns the summary."""
-    from lightning_bnn.reports import posterior_figure, posterior_summary
+    from lightning_bnn.evaluation.reports import posterior_figure, posterior_summary
 
     summary = posterior_summary(module)
     _log_json_and_chart(
@@ -236,8 +236,13 @@ def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, tmp: 
     Predictions use ``num_samples_eval`` Monte Carlo samples drawn from a seeded generator
     (``seed``) without disturbing the global random state.
     """
-    from lightning_bnn.predict import regression_moments
-    from lightning_bnn.reports import predictive_band, predictive_band_figure, reliability, reliability_figure
+    from lightning_bnn.evaluation.reports import (
+        predictive_band,
+        predictive_band_figure,
+        reliability,
+        reliability_figure,
+    )
+    from lightning_bnn.nn.predictive import regression_moments
 
     was_training = module.training
     module.eval()
@@ -303,7 +308,7 @@ def log_train_sample(client: Any, run_id: str, datamodule: Any, tmp: Path, limit
     import numpy as np
     import pandas as pd
 
-    from lightning_bnn.reports import TRAIN_SAMPLE_MAX
+    from lightning_bnn.evaluation.reports import TRAIN_SAMPLE_MAX
 
     splits = getattr(datamodule, "splits", None)
     if splits is None:
@@ -350,7 +355,7 @@ def pip_requirements() -> list[str]:
 
 def _package_source(folder: Path) -> Path:
     """A copy of the ``lightning_bnn`` package's Python files in ``folder/lightning_bnn`` (for ``code_paths``)."""
-    source = Path(__file__).resolve().parent
+    source = Path(__file__).resolve().parent.parent
     target = folder / source.name
     for path in source.rglob("*.py"):
         if "__pycache__" not in path.parts:
@@ -363,7 +368,7 @@ def _package_source(folder: Path) -> Path:
 def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tmp: Path) -> None:
     """Log the run's MLflow pyfunc model under ``pyfunc/`` as a model from code.
 
-    ``python_model`` is the *path* of :mod:`lightning_bnn.pyfunc_model` (no pickle); the
+    ``python_model`` is the *path* of :mod:`lightning_bnn.tracking.pyfunc_model` (no pickle); the
     safetensors weights in ``model_dir`` ride along as its artifact, and the package's
     Python source as its ``code/`` (about 0.3 MB), so the model loads where
     ``lightning_bnn`` is not installed. The signature
@@ -373,7 +378,7 @@ def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tm
     import mlflow
     from mlflow.models import infer_signature
 
-    from lightning_bnn import pyfunc_model
+    from lightning_bnn.tracking import pyfunc_model
 
     module = load_model_dir(model_dir)
     params = {"num_samples": int(module.hparams.num_samples_eval), "seed": 0}

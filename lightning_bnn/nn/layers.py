@@ -1,6 +1,6 @@
 """Bayes-by-Backprop layers: ``BayesLinear`` and ``BayesConv2d``.
 
-Both hold a :class:`~lightning_bnn.posterior.GaussianPosterior` for their weight and
+Both hold a :class:`~lightning_bnn.nn.posterior.GaussianPosterior` for their weight and
 bias and share every line of sampling, estimator and KL code. They differ only in
 the function they apply (``F.linear`` or ``F.conv2d``) and in how they apply it with a
 different weight per Monte Carlo sample.
@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_bnn.fused import LocalLinearGaussian
-from lightning_bnn.posterior import GaussianPosterior, KLMethod, resolve_kl_method
-from lightning_bnn.priors import PriorConfig, PriorName
+from lightning_bnn.nn.fused import LocalLinearGaussian
+from lightning_bnn.nn.posterior import GaussianPosterior, KLMethod, resolve_kl_method
+from lightning_bnn.nn.priors import PriorConfig, PriorName
 
 #: Above this many inputs per batch, ``auto`` prediction samples weights instead of pre-activations.
 AUTO_WEIGHT_SAMPLING_MIN_BATCH = 16
@@ -181,7 +181,7 @@ class _BayesLayer(BayesianModule):
         """``(self(x), self.kl())`` with sigma = softplus(rho) computed once for both.
 
         A training step needs both; sharing sigma (and, for the Gaussian prior, one fused
-        backward through the softplus, see :class:`~lightning_bnn.posterior.GaussianPosterior`)
+        backward through the softplus, see :class:`~lightning_bnn.nn.posterior.GaussianPosterior`)
         removes most of the per-weight work that is not a matrix product.
         """
         w_sigma, w_var, kl = self.weight.moments_and_kl(self.prior, self.kl_method, self.num_kl_samples)
@@ -201,7 +201,7 @@ class _BayesLayer(BayesianModule):
         validation) and when any ``rho`` changes identity, storage or version counter (in-place
         changes: ``load_state_dict``, ``reset_parameters``, ``.to()``, most optimizers). Two kinds
         of change bypass the version counter: writes through ``.data`` and PyTorch's *fused*
-        optimizers (``Adam(fused=True)``, which :func:`~lightning_bnn.module.make_adam` uses);
+        optimizers (``Adam(fused=True)``, which :func:`~lightning_bnn.training.module.make_adam` uses);
         an optimizer step taken in ``eval()`` mode, or a ``.data`` write, needs
         :meth:`clear_moments_cache` (or a ``train()``/``eval()`` round trip) before predicting.
         """
@@ -362,7 +362,7 @@ class BayesLinear(_BayesLayer):
         """``(self(x), self.kl())``, as one fused autograd node where it applies.
 
         In training with the local estimator and the closed-form KL to a Gaussian prior (the
-        defaults), :class:`~lightning_bnn.fused.LocalLinearGaussian` computes both; otherwise the
+        defaults), :class:`~lightning_bnn.nn.fused.LocalLinearGaussian` computes both; otherwise the
         general path of :meth:`_BayesLayer.forward_and_kl`.
         """
         fused = (

@@ -16,7 +16,7 @@ field (dotted config keys, as on the ``fit`` command line)::
 
 Every trial is ``python -m lightning_bnn fit --config BASE --model.prior.pi 0.25 ...`` in a
 subprocess, ``--jobs`` of them at a time. MLflow records one **parent run** per sweep
-(tags ``lightning_bnn.sweep`` = ``"true"``, ``lightning_bnn.sweep_name``, and
+(tags ``lightning_bnn.cli.sweep`` = ``"true"``, ``lightning_bnn.sweep_name``, and
 ``swept_fields``: a JSON list of the swept fields *as they are named in the trials'
 params*, e.g. ``prior.pi`` for ``model.prior.pi``) and one **child run** per trial (tag
 ``mlflow.parentRunId``). The child tags reach the trial through MLflow's
@@ -164,7 +164,7 @@ def load_spec(path: str | Path) -> SweepSpec:
 def param_name(key: str) -> str:
     """The name under which the trial's run records config key ``key`` as a param.
 
-    Mirrors :func:`lightning_bnn.cli._readable_params`: model fields unprefixed
+    Mirrors :func:`lightning_bnn.cli.app._readable_params`: model fields unprefixed
     (``model.prior.pi`` -> ``prior.pi``), ``data.*`` and ``trainer.*`` kept,
     ``seed_everything`` -> ``seed``.
     """
@@ -221,7 +221,7 @@ class Sweep:
     def __init__(self, spec: SweepSpec, tracking_uri: str | None, jobs: int, extra: list[str], new: bool) -> None:
         from mlflow import MlflowClient
 
-        from lightning_bnn.tracking import ensure_experiment, prepare_sqlite_store, resolve_tracking_uri
+        from lightning_bnn.tracking.store import ensure_experiment, prepare_sqlite_store, resolve_tracking_uri
 
         self.spec = spec
         self.uri = resolve_tracking_uri(tracking_uri or spec.tracking_uri)

@@ -1,7 +1,7 @@
 """Command line: ``python -m lightning_bnn fit --config CONFIG.yaml`` (LightningCLI).
 
 ``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI subcommands. Every
-run is recorded in MLflow (see :mod:`lightning_bnn.tracking`); ``fit`` also tests
+run is recorded in MLflow (see :mod:`lightning_bnn.tracking.store`); ``fit`` also tests
 the final model (``--test_after_fit false`` to skip).
 
 Extra options:
@@ -26,11 +26,10 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lightning_bnn.data import BaseDataModule
-from lightning_bnn.module import BNNModule
-from lightning_bnn.ood import OODCallback
-from lightning_bnn.run_recorder import MlflowRunCallback
-from lightning_bnn.tracking import (
+from lightning_bnn.data.base import BaseDataModule
+from lightning_bnn.evaluation.ood import OODCallback
+from lightning_bnn.tracking.recorder import MlflowRunCallback
+from lightning_bnn.tracking.store import (
     checkpoint_root,
     checkpoint_run_info,
     default_run_name,
@@ -38,6 +37,7 @@ from lightning_bnn.tracking import (
     make_logger,
     resolve_tracking_uri,
 )
+from lightning_bnn.training.module import BNNModule
 
 
 class BNNCLI(LightningCLI):

@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import BinaryAUROC
 
-from lightning_bnn.artifacts import OOD_HISTOGRAM, OOD_HISTOGRAM_CHART
-from lightning_bnn.predict import mutual_information, predictive_entropy
+from lightning_bnn.nn.predictive import mutual_information, predictive_entropy
+from lightning_bnn.tracking.artifacts import OOD_HISTOGRAM, OOD_HISTOGRAM_CHART
 
 #: default cap on the in-distribution and on each OOD set's size
 MAX_EXAMPLES = 2000
@@ -102,7 +102,7 @@ def uncertainty_scores(model: Any, x: torch.Tensor, num_samples: int, batch_size
     """Predictive entropy and mutual information (nats) of each input, each [N].
 
     Args:
-        model: a classification :class:`~lightning_bnn.module.BNNModule`.
+        model: a classification :class:`~lightning_bnn.training.module.BNNModule`.
         x: inputs [N, *input_shape] in model space.
         num_samples: predictive samples S per input.
         batch_size: inputs per batched sampling call.
@@ -211,7 +211,7 @@ def evaluate_ood(
     """Score the test set and the OOD sets; return (metrics, histogram record).
 
     Args:
-        model: a classification :class:`~lightning_bnn.module.BNNModule`.
+        model: a classification :class:`~lightning_bnn.training.module.BNNModule`.
         dataset: the data set's name, choosing the default OOD sets.
         x_test: in-distribution test inputs (model space).
         num_samples: predictive samples (default: the model's ``num_samples_eval``).

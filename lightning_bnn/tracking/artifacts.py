@@ -15,10 +15,10 @@ Paths are relative to the run's artifact root::
     evaluation/predictive_band.json      regression: predictive mean and 95% band on the test inputs
     evaluation/predictive_band.html
     data/train_sample.csv                regression: up to 2,000 training points (for the dashboard's fan chart)
-    evaluation/ood_entropy.json          classification: OOD entropy histograms and AUROCs (schema in lightning_bnn.ood)
+    evaluation/ood_entropy.json          classification: OOD entropy histograms and AUROCs (schema in evaluation.ood)
     evaluation/ood_entropy.html
     pruning/table.json                   child runs of ``prune``: fraction, weights_left, test error (MLflow table)
-    pruning/snr.json                     child runs of ``prune``: SNR density and CDF in dB (lightning_bnn.prune)
+    pruning/snr.json                     child runs of ``prune``: SNR density and CDF in dB (evaluation.prune)
     pruning/snr.html
 
 JSON schemas:
