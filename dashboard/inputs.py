@@ -4,11 +4,12 @@ Every function here either returns clean arrays or raises :class:`InputError` wi
 message written for the person who uploaded the file (what is wrong, and what to do).
 Nothing here touches Streamlit; the pages show ``str(err)`` with ``st.error``.
 
-Image conversion follows the model's ``preprocessing`` record (see
-:class:`lightning_bnn.data.base.DigitsDataModule`): the model sees light ink on a dark
-background, ``pixel / 255 * scale``, at ``height x width``. Photos and scans of
-dark ink on white paper are inverted first; the digit is cropped to its ink,
-centred on a square and resized.
+Image conversion follows the model's typed preprocessing
+(:class:`lightning_bnn.data.preprocessing.ImagePreprocessing`): the model sees light ink on a
+dark background, ``pixel / 255 * scale``, at ``height x width``. Photos and scans of dark ink
+on white paper are inverted first; the digit is cropped to its ink, centred on a square and
+resized (:meth:`~lightning_bnn.data.preprocessing.ImagePreprocessing.fit_picture`). This module
+decodes and checks the upload.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from lightning_bnn.data.preprocessing import ImagePreprocessing, Preprocessing
+
 #: largest upload we parse (bytes); ``.streamlit/config.toml`` caps uploads at the same size
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 #: largest image (width x height) we decode; bigger ones are refused before decoding
@@ -32,9 +35,6 @@ IMAGE_FORMATS = ("PNG", "JPEG")
 MAX_CSV_ROWS = 1000
 #: most images predicted at once on the Predict page
 MAX_IMAGES = 20
-#: fraction of the side left empty around a centred digit: MNIST-style 28x28 images hold it in a
-#: 20x20 box; scikit-learn's 8x8 digits fill the frame's height
-MNIST_MARGIN = 4 / 28
 
 
 class InputError(ValueError):
@@ -48,7 +48,7 @@ class ProcessedImage:
     Attributes:
         name: the uploaded file's name.
         array: model input ``[channels, height, width]`` (float32).
-        preview: the processed image as uint8 pixels ``[height, width]`` (light ink on dark).
+        preview: the processed image as uint8 pixels ``[height, width]``, in the model's ink.
         inverted: whether the upload was dark ink on a light background and was inverted.
         original_size: (width, height) of the upload.
     """
@@ -129,39 +129,13 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def is_dark_on_light(gray: np.ndarray) -> bool:
-    """Whether the picture has dark ink on a light background (judged by the border pixels)."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return float(np.median(border)) > 127.0
-
-
-def fit_to_frame(ink: np.ndarray, height: int, width: int, margin: float = MNIST_MARGIN) -> np.ndarray:
-    """Crop to the ink's bounding box, centre on a square and resize to ``height x width`` (uint8)."""
-    mask = ink > 0.1 * max(int(ink.max()), 1)
-    if mask.any():
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    side = max(ink.shape)
-    pad = int(round(side * margin / (1 - 2 * margin)))
-    square = np.zeros((side + 2 * pad, side + 2 * pad), dtype=np.uint8)
-    top = pad + (side - ink.shape[0]) // 2
-    left = pad + (side - ink.shape[1]) // 2
-    square[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
-    resized = Image.fromarray(square).resize((width, height), Image.Resampling.BOX)
-    out = np.asarray(resized, dtype=np.float32)
-    peak = out.max()
-    if peak > 0:
-        out = out * (255.0 / peak)  # stretch contrast: the brightest ink becomes full intensity
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def image_to_model_input(name: str, data: bytes, preprocessing: dict) -> ProcessedImage:
+def image_to_model_input(name: str, data: bytes, preprocessing: Preprocessing | dict) -> ProcessedImage:
     """Convert an uploaded image to the input of an image model.
 
     Args:
         name: the file's name (for messages).
         data: the file's bytes.
-        preprocessing: the model's ``hparams.preprocessing`` (``kind: image``).
+        preprocessing: the model's preprocessing (an :class:`ImagePreprocessing`, or its dict).
 
     Returns:
         The model input ``[channels, height, width]`` = ``pixel / 255 * scale`` and its preview.
@@ -169,29 +143,18 @@ def image_to_model_input(name: str, data: bytes, preprocessing: dict) -> Process
     Raises:
         InputError: for any unusable upload (see :func:`open_image`).
     """
-    if preprocessing.get("kind") != "image":
+    preprocessing = Preprocessing.from_dict(preprocessing)
+    if not isinstance(preprocessing, ImagePreprocessing):
         raise InputError("this model does not take images")
     image = open_image(name, data)
-    gray = to_grayscale(image)
-    inverted = is_dark_on_light(gray)
-    if inverted:
-        gray = 255 - gray  # work with light ink on a dark background
-    height, width = int(preprocessing["height"]), int(preprocessing["width"])
-    margin = float(preprocessing.get("margin", 0.0 if max(height, width) <= 8 else MNIST_MARGIN))
-    preview = fit_to_frame(gray, height, width, margin)
-    if preprocessing.get("ink", "light") == "dark":
-        preview = 255 - preview
-        inverted = not inverted
-    channels = int(preprocessing.get("channels", 1))
-    scale = float(preprocessing.get("scale", 1.0))
-    array = np.repeat((preview.astype(np.float32) / 255.0 * scale)[None], channels, axis=0)
+    preview, inverted = preprocessing.fit_picture(to_grayscale(image))
+    array = preprocessing.transform(preview)[0].numpy()
     return ProcessedImage(name, array, preview, inverted, image.size)
 
 
-def pixels_from_model_input(array: np.ndarray, preprocessing: dict) -> np.ndarray:
+def pixels_from_model_input(array: np.ndarray, preprocessing: Preprocessing | dict) -> np.ndarray:
     """Inverse of the scaling: model input ``[C, H, W]`` -> uint8 preview ``[H, W]``."""
-    scale = float(preprocessing.get("scale", 1.0)) or 1.0
-    return np.clip(np.round(np.asarray(array)[0] / scale * 255.0), 0, 255).astype(np.uint8)
+    return Preprocessing.from_dict(preprocessing).to_pixels(array)
 
 
 def _header_columns(text: str) -> int:
@@ -317,12 +280,9 @@ def validate_form_values(values: dict[str, object], feature_names: list[str]) ->
     return np.asarray([row], dtype=np.float64)
 
 
-def standardise(features: np.ndarray, preprocessing: dict) -> np.ndarray:
+def standardise(features: np.ndarray, preprocessing: Preprocessing | dict) -> np.ndarray:
     """Raw tabular features ``[N, F]`` -> model inputs ``(x - mean) / std`` (float32)."""
-    mean = np.asarray(preprocessing.get("feature_mean") or [0.0] * features.shape[1], dtype=np.float64)
-    std = np.asarray(preprocessing.get("feature_std") or [1.0] * features.shape[1], dtype=np.float64)
-    std = np.where(std > 0, std, 1.0)
-    return ((features - mean) / std).astype(np.float32)
+    return Preprocessing.from_dict(preprocessing).transform(features).numpy()
 
 
 __all__ = [

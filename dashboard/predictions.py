@@ -1,7 +1,7 @@
 r"""Sampled predictions for the Predict page (no Streamlit calls).
 
-For each input the Bayesian network is sampled S times; the reductions come from
-:mod:`lightning_bnn.nn.predictive`. Classification reports, per input, the mean class
+For each input the Bayesian network is sampled S times and the model's likelihood
+summarises the samples (:meth:`BNNModule.summarise`). Classification reports, per input, the mean class
 probabilities and their spread across samples, and splits the predictive entropy
 (Depeweg et al. 2018):
 
@@ -12,19 +12,15 @@ probabilities and their spread across samples, and splits the predictive entropy
 the predictive mixture's mean, std and 95% central interval, and draws from it.
 
 The *point estimate* is the same network with every weight at its posterior mean
-(``set_predict_estimator(net, "mean")``, one sample): it shows how a deterministic
-network with the same weights would answer.
+(``sample_predictions(x, 1, estimator="mean")``): it shows how a deterministic network
+with the same weights would answer.
 
-Models are shared between sessions (Streamlit caches them), so switching a model's
-prediction estimator and sampling happen under one lock, and the estimator is put
-back afterwards.
+Models are shared between sessions (Streamlit caches them): the estimator and the random
+generator are arguments of each call, so sessions never change a model that others use.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,60 +29,29 @@ import torch
 import yaml
 
 from lightning_bnn.data.stored import StoredDataError, datamodule_from_config
-from lightning_bnn.nn.layers import PredictEstimator, set_predict_estimator
-from lightning_bnn.nn.predictive import (
-    central_interval,
-    check_num_samples,
-    expected_entropy,
-    mutual_information,
-    predictive_entropy,
-    regression_moments,
-)
+from lightning_bnn.nn.predictive import check_num_samples
+from lightning_bnn.nn.sampling import PredictEstimator
 
 #: the S slider's range
 MIN_SAMPLES, MAX_SAMPLES = 1, 1000
-#: data modules whose test split the Predict page may rebuild from a run's config.yaml
-_MODEL_LOCK = threading.RLock()
 
 
 class ExamplesUnavailable(LookupError):
     """The run's test examples cannot be rebuilt safely."""
 
 
-@contextlib.contextmanager
-def predict_estimator(network: torch.nn.Module, estimator: str) -> Iterator[None]:
-    """Temporarily set every Bayesian layer's prediction estimator; restores the previous ones."""
-    layers = [m for m in network.modules() if hasattr(m, "predict_estimator")]
-    previous = [m.predict_estimator for m in layers]
-    with _MODEL_LOCK:
-        set_predict_estimator(network, estimator)
-        try:
-            yield
-        finally:
-            for layer, value in zip(layers, previous):
-                layer.predict_estimator = value
-
-
-@contextlib.contextmanager
-def seeded(seed: int | None) -> Iterator[None]:
-    """Reproducible sampling without touching the global RNG state of the caller."""
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield
-
-
 def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x, dtype=np.float32))
 
 
-def class_names(module) -> list[str]:
-    """The model's class names, from its preprocessing record (or 0..C-1)."""
-    names = (module.hparams.preprocessing or {}).get("class_names")
-    count = int(module.hparams.num_outputs)
-    if isinstance(names, list) and len(names) == count:
-        return [str(n) for n in names]
-    return [str(i) for i in range(count)]
+def _generator(seed: int | None) -> torch.Generator:
+    """A generator for one call: seeded (reproducible), or from fresh entropy when ``seed`` is None."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
 
 
 @dataclass
@@ -129,19 +94,17 @@ def classify(module, x: np.ndarray | torch.Tensor, num_samples: int, seed: int |
     """Sample a classifier ``num_samples`` times for model-space inputs ``x`` ``[B, *input_shape]``."""
     check_num_samples(num_samples, "number of samples S")
     x = _tensor(x)
-    with _MODEL_LOCK, seeded(seed):
-        probs = module.sample_predictions(x, num_samples)
-        with predict_estimator(module.net, PredictEstimator.mean):
-            point = module.sample_predictions(x, 1)[0]
+    summary = module.summarise(module.sample_predictions(x, num_samples, generator=_generator(seed)))
+    point = module.sample_predictions(x, 1, estimator=PredictEstimator.mean)[0]
     return ClassificationResult(
-        class_names=class_names(module),
-        probs=probs.numpy(),
-        mean=probs.mean(0).numpy(),
-        std=probs.std(0, unbiased=False).numpy(),
-        predicted=probs.mean(0).argmax(-1).numpy(),
-        predictive_entropy=predictive_entropy(probs).numpy(),
-        expected_entropy=expected_entropy(probs).numpy(),
-        mutual_information=mutual_information(probs).numpy(),
+        class_names=module.output_names(),
+        probs=summary.samples.numpy(),
+        mean=summary.probs.numpy(),
+        std=summary.probs_std.numpy(),
+        predicted=summary.predicted.numpy(),
+        predictive_entropy=summary.entropy.numpy(),
+        expected_entropy=summary.aleatoric.numpy(),
+        mutual_information=summary.mutual_information.numpy(),
         point_probs=point.numpy(),
     )
 
@@ -173,15 +136,6 @@ class RegressionResult:
     point_std: np.ndarray
 
 
-def target_names(module) -> list[str]:
-    """The model's target names (or y0..y{D-1})."""
-    names = (module.hparams.preprocessing or {}).get("target_names")
-    count = int(module.hparams.num_outputs)
-    if isinstance(names, list) and len(names) == count:
-        return [str(n) for n in names]
-    return ["y"] if count == 1 else [f"y{i}" for i in range(count)]
-
-
 def regress(
     module, x: np.ndarray | torch.Tensor, num_samples: int, seed: int | None = 0, estimator: str | None = None
 ) -> RegressionResult:
@@ -193,32 +147,26 @@ def regress(
         num_samples: S.
         seed: seed of the draws (None: fresh randomness).
         estimator: prediction estimator for the samples (``reparameterization`` gives whole
-            function draws, coherent across the inputs); None keeps the model's own.
+            function draws, coherent across the inputs); None: the layers' ``auto``.
     """
     check_num_samples(num_samples, "number of samples S")
     x = _tensor(x)
-    with _MODEL_LOCK, seeded(seed):
-        if estimator is None:
-            mean, std = module.sample_predictions(x, num_samples)
-        else:
-            with predict_estimator(module.net, estimator):
-                mean, std = module.sample_predictions(x, num_samples)
-        draws = mean + std * torch.randn_like(mean)
-        with predict_estimator(module.net, PredictEstimator.mean):
-            point_mean, point_std = module.sample_predictions(x, 1)
-    moments = regression_moments(mean, std)
-    lower, upper = central_interval(moments["mean"], moments["std"], 0.95)
+    generator = _generator(seed)
+    summary = module.summarise(module.sample_predictions(x, num_samples, estimator=estimator, generator=generator))
+    noise = torch.randn(summary.sample_mean.shape, generator=generator, dtype=summary.sample_mean.dtype)
+    draws = summary.sample_mean + summary.sample_std * noise
+    point_mean, point_std = module.sample_predictions(x, 1, estimator=PredictEstimator.mean)
     return RegressionResult(
-        target_names=target_names(module),
-        sample_mean=mean.numpy(),
-        sample_std=std.numpy(),
+        target_names=module.output_names(),
+        sample_mean=summary.sample_mean.numpy(),
+        sample_std=summary.sample_std.numpy(),
         draws=draws.numpy(),
-        mean=moments["mean"].numpy(),
-        std=moments["std"].numpy(),
-        aleatoric_std=moments["aleatoric_std"].numpy(),
-        epistemic_std=moments["epistemic_std"].numpy(),
-        lower=lower.numpy(),
-        upper=upper.numpy(),
+        mean=summary.mean.numpy(),
+        std=summary.std.numpy(),
+        aleatoric_std=summary.aleatoric_std.numpy(),
+        epistemic_std=summary.epistemic_std.numpy(),
+        lower=summary.lower.numpy(),
+        upper=summary.upper.numpy(),
         point_mean=point_mean[0].numpy(),
         point_std=point_std[0].numpy(),
     )
@@ -236,11 +184,8 @@ def fan_chart_data(module, x_low: float, x_high: float, num_samples: int, num_po
     """
     if not (np.isfinite(x_low) and np.isfinite(x_high) and x_low < x_high):
         raise ValueError(f"the x range must be finite with low < high, got [{x_low}, {x_high}]")
-    pre = module.hparams.preprocessing or {}
     grid = np.linspace(x_low, x_high, num_points)
-    mean = float((pre.get("feature_mean") or [0.0])[0])
-    std = float((pre.get("feature_std") or [1.0])[0]) or 1.0
-    x = ((grid - mean) / std)[:, None]
+    x = module.preprocessing.transform(grid[:, None])
     result = regress(module, x, num_samples, estimator=PredictEstimator.reparameterization)
     z_epistemic = 1.959963984540054
     return {

@@ -132,7 +132,7 @@ def test_print_config_and_the_other_subcommands(capsys, tmp_path, monkeypatch):
         main(["fit", "--config", str(CONFIGS / "digits.yaml"), "--print_config"])
     assert err.value.code == 0
     printed = capsys.readouterr().out
-    assert "lightning_bnn.data.base.DigitsDataModule" in printed and "seed_everything: 0" in printed
+    assert "lightning_bnn.data.DigitsDataModule" in printed and "seed_everything: 0" in printed
     quiet = ["--mlflow.enabled", "false", "--trainer.enable_progress_bar", "false"]
     for sub, limit in (
         ("validate", "limit_val_batches"),

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_bnn.data.preprocessing import ImagePreprocessing, NoPreprocessing, Preprocessing, TabularPreprocessing
 from lightning_bnn.nn.likelihoods import Task
 
 
@@ -91,9 +92,9 @@ class BaseDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     @property
-    def preprocessing(self) -> dict:
-        """How raw inputs become model inputs; saved with the model."""
-        return {}
+    def preprocessing(self) -> Preprocessing:
+        """How raw inputs become model inputs and outputs go back to original units; saved with the model."""
+        return NoPreprocessing()
 
     # data ----------------------------------------------------------------------------------------
     def load(self) -> Splits:
@@ -198,17 +199,16 @@ class ToyRegressionDataModule(BaseDataModule):
         return 1
 
     @property
-    def preprocessing(self) -> dict:
-        return {
-            "kind": "tabular",
-            "feature_names": ["x"],
-            "target_names": ["y"],
-            "feature_mean": [0.0],
-            "feature_std": [1.0],
-            "target_mean": 0.0,
-            "target_std": 1.0,
-            "train_range": [self.x_low, self.x_high],
-        }
+    def preprocessing(self) -> TabularPreprocessing:
+        return TabularPreprocessing(
+            feature_names=("x",),
+            feature_mean=(0.0,),
+            feature_std=(1.0,),
+            target_names=("y",),
+            target_mean=0.0,
+            target_std=1.0,
+            train_range=(self.x_low, self.x_high),
+        )
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw n (x, y) pairs as float tensors [n, 1]."""
@@ -257,16 +257,8 @@ class DigitsDataModule(BaseDataModule):
         return 10
 
     @property
-    def preprocessing(self) -> dict:
-        return {
-            "kind": "image",
-            "channels": 1,
-            "height": 8,
-            "width": 8,
-            "ink": "light",
-            "scale": 1.0,
-            "class_names": [str(i) for i in range(10)],
-        }
+    def preprocessing(self) -> ImagePreprocessing:
+        return ImagePreprocessing(channels=1, height=8, width=8, class_names=tuple(str(i) for i in range(10)))
 
     def load(self) -> Splits:
         from sklearn.datasets import load_digits

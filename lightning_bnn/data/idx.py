@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightning_bnn.data.preprocessing import ImagePreprocessing
 from lightning_bnn.data.base import BaseDataModule, Splits, _check_int
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -144,16 +145,10 @@ class IdxImageDataModule(BaseDataModule):
         return 10
 
     @property
-    def preprocessing(self) -> dict:
-        return {
-            "kind": "image",
-            "channels": 1,
-            "height": 28,
-            "width": 28,
-            "ink": "light",
-            "scale": 255.0 / self.pixel_divisor,
-            "class_names": list(self.class_names),
-        }
+    def preprocessing(self) -> ImagePreprocessing:
+        return ImagePreprocessing(
+            channels=1, height=28, width=28, scale=255.0 / self.pixel_divisor, class_names=tuple(self.class_names)
+        )
 
     def missing_files_message(self, missing: list[str]) -> str:
         """Error text when IDX files are absent."""

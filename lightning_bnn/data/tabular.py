@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightning_bnn.data.preprocessing import TabularPreprocessing
 from lightning_bnn.data.base import BaseDataModule, Splits, _check_fraction, split_indices
 from lightning_bnn.nn.likelihoods import Task
 
@@ -174,8 +175,8 @@ class CSVDataModule(BaseDataModule):
         return self._meta
 
     @property
-    def preprocessing(self) -> dict:
-        return dict(self.meta)
+    def preprocessing(self) -> TabularPreprocessing:
+        return TabularPreprocessing(**self.meta)
 
     def load(self) -> Splits:
         x, y, features, class_names = read_training_csv(self.path, self.target, self._task, self.feature_columns)
@@ -185,7 +186,6 @@ class CSVDataModule(BaseDataModule):
         std = np.where(std > 0, std, 1.0)  # constant columns pass through centred
         xs = torch.as_tensor((x - mean) / std, dtype=torch.float32)
         meta = {
-            "kind": "tabular",
             "feature_names": features,
             "feature_mean": mean.tolist(),
             "feature_std": std.tolist(),

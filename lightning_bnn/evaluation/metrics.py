@@ -23,11 +23,14 @@ Regression, from the predictive mixture of N(m_s, s_s^2):
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
+from lightning_bnn.nn.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from lightning_bnn.nn.predictive import (
     central_interval,
     mixture_log_likelihood,
@@ -39,7 +42,64 @@ from lightning_bnn.nn.predictive import (
 ECE_BINS = 15
 
 
-class ClassificationMetrics(nn.Module):
+def _mean_probs(probs: torch.Tensor) -> torch.Tensor:
+    # clamped so that torchmetrics never mistakes rounding above 1 for logits (it would softmax them)
+    return probs.mean(dim=0).clamp(0.0, 1.0)
+
+
+# -- classification: each metric takes sampled probabilities [S, B, C] and class indices [B] -------
+class SampledAccuracy(MulticlassAccuracy):
+    """Accuracy of the predictive mean's argmax (micro)."""
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(num_classes, average="micro", **kwargs)
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(_mean_probs(probs), target)
+
+
+class SampledCalibrationError(MulticlassCalibrationError):
+    """Expected calibration error of the predictive mean, :data:`ECE_BINS` equal-width bins, l1."""
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(num_classes, n_bins=ECE_BINS, norm="l1", **kwargs)
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(_mean_probs(probs), target)
+
+
+class PredictiveNLL(MeanMetric):
+    r"""Mean of -log \bar p_y (probabilities clamped at 1e-12)."""
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        mean = _mean_probs(probs)
+        super().update(-torch.log(mean.gather(1, target[:, None]).squeeze(1).clamp_min(1e-12)))
+
+
+class Brier(MeanMetric):
+    r"""Mean of sum_c (\bar p_c - [y = c])^2."""
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        mean = _mean_probs(probs)
+        onehot = nn.functional.one_hot(target, mean.shape[-1]).to(mean.dtype)
+        super().update((mean - onehot).square().sum(dim=1))
+
+
+class MeanPredictiveEntropy(MeanMetric):
+    r"""Mean predictive entropy H[\bar p] (nats)."""
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(predictive_entropy(probs))
+
+
+class MeanMutualInformation(MeanMetric):
+    """Mean mutual information (epistemic part, nats)."""
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(mutual_information(probs))
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
     r"""Accuracy, NLL, Brier, ECE, entropy and mutual information of sampled class probabilities.
 
     For N examples with targets y_n and predictive \bar p_n = \frac1S \sum_s p_{s,n}:
@@ -53,43 +113,66 @@ class ClassificationMetrics(nn.Module):
     * ``entropy`` = \frac1N \sum_n H[\bar p_n] and ``mi`` = \frac1N \sum_n (H[\bar p_n] -
       \frac1S \sum_s H[p_{s,n}]), in nats (:func:`~lightning_bnn.nn.predictive.mutual_information`).
 
-    Args:
-        num_classes: number of classes C.
+    Each metric's ``update`` takes sampled probabilities ``[S, B, C]`` and class indices ``[B]``.
     """
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.acc = MulticlassAccuracy(num_classes, average="micro")
-        self.ece = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS, norm="l1")
-        self.nll = MeanMetric()
-        self.brier = MeanMetric()
-        self.entropy = MeanMetric()
-        self.mi = MeanMetric()
-
-    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
-        """Accumulate a batch: probs [S, B, C], target [B] class indices."""
-        # clamped so that torchmetrics never mistakes rounding above 1 for logits (it would softmax them)
-        mean = probs.mean(dim=0).clamp(0.0, 1.0)
-        self.acc.update(mean, target)
-        self.ece.update(mean, target)
-        self.nll.update(-torch.log(mean.gather(1, target[:, None]).squeeze(1).clamp_min(1e-12)))
-        onehot = nn.functional.one_hot(target, self.num_classes).to(mean.dtype)
-        self.brier.update((mean - onehot).square().sum(dim=1))
-        self.entropy.update(predictive_entropy(probs))
-        self.mi.update(mutual_information(probs))
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        """Epoch values, keyed acc, nll, brier, ece, entropy, mi."""
-        return {name: getattr(self, name).compute() for name in ("acc", "nll", "brier", "ece", "entropy", "mi")}
-
-    def reset(self) -> None:
-        """Clear accumulated state."""
-        for name in ("acc", "nll", "brier", "ece", "entropy", "mi"):
-            getattr(self, name).reset()
+    return MetricCollection(
+        {
+            "acc": SampledAccuracy(num_classes),
+            "nll": PredictiveNLL(),
+            "brier": Brier(),
+            "ece": SampledCalibrationError(num_classes),
+            "entropy": MeanPredictiveEntropy(),
+            "mi": MeanMutualInformation(),
+        },
+        compute_groups=False,
+    )
 
 
-class RegressionMetrics(nn.Module):
+# -- regression: each metric takes per-sample (mean, std) [S, B, D] each and targets [B, D] ----------
+def _flat(target: torch.Tensor) -> torch.Tensor:
+    return target.reshape(target.shape[0], -1)
+
+
+class MixtureRMSE(MeanSquaredError):
+    """RMSE of the mixture mean."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(squared=False, **kwargs)
+
+    def update(self, predictive: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor) -> None:
+        super().update(predictive[0].mean(dim=0), _flat(target))
+
+
+class MixtureNLL(MeanMetric):
+    """Mean of -log (1/S) sum_s N(y; m_s, s_s^2)."""
+
+    def update(self, predictive: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor) -> None:
+        super().update(-mixture_log_likelihood(*predictive, _flat(target)))
+
+
+def _interval(predictive: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    moments = regression_moments(*predictive)
+    return central_interval(moments["mean"], moments["std"], 0.95)
+
+
+class IntervalCoverage(MeanMetric):
+    """Fraction of targets inside the mixture moments' central 95% interval."""
+
+    def update(self, predictive: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor) -> None:
+        target = _flat(target)
+        low, high = _interval(predictive)
+        super().update(((target >= low) & (target <= high)).to(low.dtype))
+
+
+class IntervalWidth(MeanMetric):
+    """Mean width of the central 95% interval."""
+
+    def update(self, predictive: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor) -> None:
+        low, high = _interval(predictive)
+        super().update(high - low)
+
+
+def regression_metrics() -> MetricCollection:
     r"""RMSE, predictive NLL, 95% interval coverage and width of a Gaussian predictive mixture.
 
     For N targets y_n (D values each) and per-sample means m_{s,n} and noise stds
@@ -102,30 +185,25 @@ class RegressionMetrics(nn.Module):
     * ``picp95`` = \frac{1}{ND} \sum_{n,d} [|y_{n,d} - \mu_{n,d}| \le 1.96\, \sigma_{n,d}]
       (coverage of the Gaussian-moment 95% interval; ideal 0.95);
     * ``width95`` = \frac{1}{ND} \sum_{n,d} 2 \cdot 1.96\, \sigma_{n,d}.
+
+    Each metric's ``update`` takes the per-sample ``(mean, std)`` ``[S, B, D]`` and targets ``[B, D]``.
     """
+    return MetricCollection(
+        {"rmse": MixtureRMSE(), "nll": MixtureNLL(), "picp95": IntervalCoverage(), "width95": IntervalWidth()},
+        compute_groups=False,
+    )
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.rmse = MeanSquaredError(squared=False)
-        self.nll = MeanMetric()
-        self.picp95 = MeanMetric()
-        self.width95 = MeanMetric()
 
-    def update(self, mean: torch.Tensor, std: torch.Tensor, target: torch.Tensor) -> None:
-        """Accumulate a batch: per-sample mean and std [S, B, D], target [B, D]."""
-        target = target.reshape(target.shape[0], -1)
-        moments = regression_moments(mean, std)
-        self.rmse.update(moments["mean"], target)
-        self.nll.update(-mixture_log_likelihood(mean, std, target))
-        low, high = central_interval(moments["mean"], moments["std"], 0.95)
-        self.picp95.update(((target >= low) & (target <= high)).to(mean.dtype))
-        self.width95.update(high - low)
+#: the metrics of each likelihood (dispatch by type: no branch on the task)
+METRICS = {
+    CategoricalLikelihood: lambda likelihood: classification_metrics(likelihood.num_classes),
+    GaussianLikelihood: lambda likelihood: regression_metrics(),
+}
 
-    def compute(self) -> dict[str, torch.Tensor]:
-        """Epoch values, keyed rmse, nll, picp95, width95."""
-        return {name: getattr(self, name).compute() for name in ("rmse", "nll", "picp95", "width95")}
 
-    def reset(self) -> None:
-        """Clear accumulated state."""
-        for name in ("rmse", "nll", "picp95", "width95"):
-            getattr(self, name).reset()
+def make_metrics(likelihood: nn.Module) -> MetricCollection:
+    """The metric collection of ``likelihood`` (see :data:`METRICS`); ``.clone(prefix="val/")`` per stage."""
+    for cls, factory in METRICS.items():
+        if isinstance(likelihood, cls):
+            return factory(likelihood)
+    raise TypeError(f"no metrics registered for {type(likelihood).__name__}")

@@ -19,6 +19,7 @@ those documents into plotly figures. They do no I/O and know nothing of MLflow;
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lightning_bnn.nn.likelihoods import ClassificationSummary, RegressionSummary
 from lightning_bnn.nn.posterior import GaussianPosterior
 
 #: bins of every posterior histogram
@@ -181,6 +183,44 @@ def predictive_band(
         "upper": (ms + z * ss)[order].tolist(),
         "train_range": [float(v) for v in train_range] if train_range is not None else None,
     }
+
+
+def original_inputs(x: torch.Tensor, preprocessing: Any) -> torch.Tensor:
+    """Model-space inputs ``[B, ...]`` -> ``[B, F]`` float64, in original units where the preprocessing inverts them."""
+    flat = x.detach().cpu().reshape(x.shape[0], -1).to(torch.float64)
+    inverse = getattr(preprocessing, "inverse_features", None)
+    return inverse(flat) if inverse is not None else flat
+
+
+@functools.singledispatch
+def test_report(summary: Any, x: torch.Tensor, target: torch.Tensor, preprocessing: Any) -> tuple[str, dict]:
+    """The test-set report of a summary of sampled predictions: ``(name, document)``.
+
+    Dispatched on the summary's type (:mod:`lightning_bnn.nn.likelihoods`): the reliability
+    diagram of a classifier, the predictive band of a regression model.
+    """
+    raise TypeError(f"no test report for {type(summary).__name__}")
+
+
+@test_report.register
+def _(summary: ClassificationSummary, x: torch.Tensor, target: torch.Tensor, preprocessing: Any) -> tuple[str, dict]:
+    return "reliability", reliability(summary.probs.detach().cpu(), target.cpu())
+
+
+@test_report.register
+def _(summary: RegressionSummary, x: torch.Tensor, target: torch.Tensor, preprocessing: Any) -> tuple[str, dict]:
+    y = preprocessing.inverse_target(target.detach().cpu().reshape(target.shape[0], -1).to(torch.float64))
+    features = list(getattr(preprocessing, "feature_names", ())) or ["x"]
+    doc = predictive_band(
+        original_inputs(x, preprocessing),
+        y,
+        summary.mean,
+        summary.std,
+        feature=features[0],
+        train_range=getattr(preprocessing, "train_range", None),
+        level=summary.level,
+    )
+    return "predictive_band", doc
 
 
 # -- charts ----------------------------------------------------------------------------------------

@@ -25,27 +25,30 @@ the mean and variance once and only draws S noise tensors.
   y = x mu + ((x * r) (sigma * eps_s)) * s with r, s random signs.
 
 At prediction time all three give the same marginal predictive distribution for
-each input, so ``predict_estimator`` (default ``auto``) picks the fastest one per
-layer: the local trick where the input is shared by all samples (a network's first
-layer: mean and variance computed once, S noise draws) and for small batches, one
-weight sample per Monte Carlo sample for large ones (from 192 inputs for a linear
-layer on CPU, 16 otherwise). ``reparameterization`` gives samples of whole functions (coherent
-across the inputs of a batch), and ``mean`` uses the posterior mean weights.
+each input, so the prediction estimator (default ``auto``; chosen per call, see
+:mod:`lightning_bnn.nn.sampling`) picks the fastest one per layer: the local trick
+where the input is shared by all samples (a network's first layer: mean and variance
+computed once, S noise draws) and for small batches, one weight sample per Monte Carlo
+sample for large ones (from 192 inputs for a linear layer on CPU, 16 otherwise).
+``reparameterization`` gives samples of whole functions (coherent across the inputs of a
+batch), and ``mean`` uses the posterior mean weights.
 """
 
 from __future__ import annotations
 
 import math
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_bnn.nn import sampling
 from lightning_bnn.nn.fused import LocalLinearGaussian
 from lightning_bnn.nn.posterior import GaussianPosterior, KLMethod, resolve_kl_method
 from lightning_bnn.nn.priors import PriorConfig, PriorName
+from lightning_bnn.nn.sampling import PredictEstimator, parse_enum
 
 #: Above this many inputs per batch, ``auto`` prediction samples weights instead of pre-activations.
 AUTO_WEIGHT_SAMPLING_MIN_BATCH = 16
@@ -61,27 +64,6 @@ class Estimator(StrEnum):
     reparameterization = "reparameterization"
     local = "local"
     flipout = "flipout"
-
-
-class PredictEstimator(StrEnum):
-    """How a layer samples at prediction time (``eval()`` mode)."""
-
-    auto = "auto"
-    reparameterization = "reparameterization"
-    local = "local"
-    flipout = "flipout"
-    mean = "mean"
-
-
-def parse_enum(enum_cls: type[Enum], value: object, field: str) -> Enum:
-    """Convert ``value`` to ``enum_cls`` or raise a ValueError naming ``field``."""
-    if isinstance(value, enum_cls):
-        return value
-    try:
-        return enum_cls(str(value.value if isinstance(value, Enum) else value))
-    except ValueError:
-        valid = ", ".join(e.value for e in enum_cls)
-        raise ValueError(f"{field} must be one of {valid}; got {value!r}") from None
 
 
 class BayesianModule(nn.Module):
@@ -119,10 +101,6 @@ class _Moments(NamedTuple):
     b_var: torch.Tensor | None
 
 
-def _random_signs(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    return torch.empty(shape, device=like.device, dtype=like.dtype).bernoulli_(0.5).mul_(2.0).sub_(1.0)
-
-
 class _BayesLayer(BayesianModule):
     """Shared machinery; subclasses define ``_op`` and ``_op_per_sample``."""
 
@@ -152,7 +130,6 @@ class _BayesLayer(BayesianModule):
         if not isinstance(num_kl_samples, int) or num_kl_samples < 1:
             raise ValueError(f"num_kl_samples must be an integer >= 1, got {num_kl_samples!r}")
         self.num_kl_samples = num_kl_samples
-        self.predict_estimator = PredictEstimator.auto
         bound = mu_init_scale / math.sqrt(fan_in)
         self.weight = GaussianPosterior(weight_shape, bound, rho_init)
         self.bias = GaussianPosterior(bias_shape, bound, rho_init) if bias_shape is not None else None
@@ -255,8 +232,9 @@ class _BayesLayer(BayesianModule):
     def _mode(self, x: torch.Tensor) -> PredictEstimator:
         if self.training:
             return PredictEstimator(self.estimator.value)
-        if self.predict_estimator is not PredictEstimator.auto:
-            return self.predict_estimator
+        chosen = sampling.current().estimator
+        if chosen is not None and chosen is not PredictEstimator.auto:
+            return chosen
         if x.stride(0) == 0 and x.shape[0] > 1:
             # the same input for every sample (a network's first layer): the local trick
             # computes the pre-activations' mean and variance once and only draws S noises
@@ -282,9 +260,9 @@ class _BayesLayer(BayesianModule):
         std = var.clamp_min(1e-16).sqrt()
         s = x.shape[0]
         if shared:
-            noise = torch.randn((s, *mean.shape), device=mean.device, dtype=mean.dtype)
+            noise = sampling.randn((s, *mean.shape), mean)
             return torch.addcmul(mean, std, noise)
-        out = torch.addcmul(mean, std, torch.randn_like(mean))
+        out = torch.addcmul(mean, std, sampling.randn(mean.shape, mean))
         return out.reshape(s, x.shape[1], *out.shape[1:])
 
     def _reparameterization(self, x: torch.Tensor, moments: _Moments | None = None) -> torch.Tensor:
@@ -311,11 +289,11 @@ class _BayesLayer(BayesianModule):
         if self.bias is not None:
             bias = self.bias.sample(s, None if moments is None else moments.b_sigma)
         mean = self._op_folded(x, self.weight.mu, None)
-        eps = torch.randn((s, *self.weight.mu.shape), device=x.device, dtype=x.dtype)
+        eps = sampling.randn((s, *self.weight.mu.shape), x)
         delta = w_sigma * eps
-        sign_in = _random_signs(x.shape, x)
+        sign_in = sampling.random_signs(x.shape, x)
         perturbation = self._op_per_sample(x * sign_in, delta, None)
-        sign_out = _random_signs(perturbation.shape, perturbation)
+        sign_out = sampling.random_signs(perturbation.shape, perturbation)
         # under autocast, add the small perturbation to the mean in float32, not 16 bits
         out = torch.addcmul(_widen(mean), _widen(perturbation), sign_out)
         if bias is not None:
@@ -463,14 +441,6 @@ def total_kl(model: nn.Module) -> torch.Tensor:
     if not terms:
         return torch.zeros(())
     return torch.stack(terms).sum()
-
-
-def set_predict_estimator(model: nn.Module, estimator: PredictEstimator | str) -> None:
-    """Choose how every Bayesian layer of ``model`` samples in ``eval()`` mode."""
-    estimator = parse_enum(PredictEstimator, estimator, "predict_estimator")
-    for m in model.modules():
-        if isinstance(m, _BayesLayer):
-            m.predict_estimator = estimator
 
 
 def clear_moments_cache(model: nn.Module) -> None:

@@ -13,6 +13,7 @@ from enum import StrEnum
 import torch
 from torch import nn
 
+from lightning_bnn.nn import sampling
 from lightning_bnn.nn.layers import BayesConv2d, BayesianModule, BayesLinear, Estimator, total_kl
 from lightning_bnn.nn.posterior import KLMethod
 from lightning_bnn.nn.priors import PriorConfig
@@ -55,10 +56,20 @@ _ACTIVATIONS = {
 
 
 class MCDropout(nn.Dropout):
-    """Dropout that stays on in ``eval()`` mode, drawing an independent mask per sample."""
+    """Dropout that stays on in ``eval()`` mode, drawing an independent mask per sample.
+
+    Under the ``mean`` prediction estimator it is the identity (dropout's point estimate);
+    masks come from the call's random generator when one is given (:mod:`.sampling`).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.dropout(x, self.p, training=True)
+        choice = sampling.current()
+        if not self.training and choice.estimator is sampling.PredictEstimator.mean:
+            return x
+        if choice.generator is None or self.p == 0.0:
+            return nn.functional.dropout(x, self.p, training=True)
+        keep = 1.0 - self.p
+        return x * sampling.bernoulli_mask(x, keep) / keep
 
 
 class Folded(nn.Module):

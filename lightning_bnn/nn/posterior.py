@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_bnn.nn import sampling
 from lightning_bnn.nn.priors import PriorConfig, PriorName, make_prior
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -198,7 +199,7 @@ class GaussianPosterior(nn.Module):
     def sample(self, num_samples: int, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """Draw ``num_samples`` weights, w = mu + sigma * eps, shape [S, *shape]."""
         sigma = self.sigma if sigma is None else sigma
-        eps = torch.randn((num_samples, *self.mu.shape), device=self.mu.device, dtype=self.mu.dtype)
+        eps = sampling.randn((num_samples, *self.mu.shape), self.mu)
         return torch.addcmul(self.mu, sigma, eps)
 
     def kl(self, prior: PriorConfig, method: KLMethod, num_mc_samples: int = 1) -> torch.Tensor:

@@ -51,58 +51,21 @@ def predict_frame(module: Any, model_input: Any, params: dict[str, Any] | None =
     import pandas as pd
     import torch
 
-    from lightning_bnn.nn.predictive import central_interval, mutual_information, predictive_entropy, regression_moments
-
     params = dict(params or {})
     num_samples = int(params.get("num_samples") or module.hparams.num_samples_eval)
     seed = int(params.get("seed", 0) if params.get("seed") is not None else 0)
     x = model_inputs(module, model_input)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        predictive = module.sample_predictions(x, num_samples)
-    pre = module.hparams.preprocessing or {}
-    columns: dict[str, np.ndarray] = {}
-    if module.hparams.task == "classification":
-        probs = predictive
-        mean = probs.mean(dim=0)
-        names = pre.get("class_names") or [str(i) for i in range(mean.shape[1])]
-        for i, name in enumerate(names):
-            columns[f"prob_{name}"] = mean[:, i].numpy()
-        columns["predicted"] = np.asarray([names[i] for i in mean.argmax(dim=1).tolist()], dtype=object)
-        columns["entropy"] = predictive_entropy(probs).numpy()
-        columns["mutual_information"] = mutual_information(probs).numpy()
-    else:
-        moments = regression_moments(*predictive)
-        lower, upper = central_interval(moments["mean"], moments["std"])
-        targets = pre.get("target_names") or [f"y{i}" for i in range(moments["mean"].shape[1])]
-        for i, name in enumerate(targets):
-            for key, value in (*moments.items(), ("lower", lower), ("upper", upper)):
-                columns[f"{name}_{key}"] = value[:, i].numpy()
-    return pd.DataFrame(columns)
+    generator = torch.Generator().manual_seed(seed)
+    summary = module.summarise(module.sample_predictions(x, num_samples, generator=generator))
+    return pd.DataFrame(summary.columns(module.output_names()))
 
 
 def model_inputs(module: Any, model_input: Any) -> Any:
     """Model-space float tensor [B, *input_shape] from an array or DataFrame (tabular features standardised)."""
-    import pandas as pd
-    import torch
-
-    shape = tuple(module.hparams.input_shape)
-    pre = module.hparams.preprocessing or {}
-    if isinstance(model_input, pd.DataFrame):
-        names = pre.get("feature_names")
-        if names and set(names) <= set(model_input.columns):
-            model_input = model_input[names]
-        model_input = model_input.to_numpy()
-    array = np.asarray(model_input, dtype=np.float32)
-    size = int(np.prod(shape))
-    if array.ndim == 0 or array.size % size or array.shape[1:] not in (shape, (size,)):
-        raise ValueError(f"expected input of shape [B, {', '.join(map(str, shape))}], got {list(array.shape)}")
-    array = array.reshape(-1, *shape)
-    if pre.get("kind") == "tabular" and "feature_mean" in pre:
-        mean = np.asarray(pre["feature_mean"], dtype=np.float32)
-        std = np.asarray(pre["feature_std"], dtype=np.float32)
-        array = (array - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(array))
+    try:
+        return module.preprocessing.serving_input(model_input, module.hparams.input_shape)
+    except ValueError as err:  # PreprocessingError: the request does not fit the model
+        raise ValueError(str(err)) from None
 
 
 mlflow.models.set_model(BNNPyfuncModel())

@@ -144,7 +144,7 @@ class MlflowRunCallback(L.Callback):
             if best and Path(best).is_file():
                 _log_file_as(client, run_id, best, artifacts.BEST_CHECKPOINT, tmp)
             log_posterior_summary(client, run_id, pl_module, tmp)
-            if pl_module.hparams.get("task") == "regression":
+            if "train_sample" in pl_module.likelihood.run_artifacts:
                 log_train_sample(client, run_id, trainer.datamodule, tmp)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -230,77 +230,46 @@ def _test_batches(datamodule: Any):
         yield batch[0], batch[1]
 
 
-def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, tmp: Path, seed: int = 0) -> None:
-    """Log the test-set reliability diagram (classification) or predictive band (regression).
+def _concat_samples(parts: list) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Sampled predictions of several batches ([S, B_i, ...], or tuples of them) joined along B."""
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat([p[k].cpu() for p in parts], dim=1) for k in range(len(parts[0])))
+    return torch.cat([p.cpu() for p in parts], dim=1)
 
-    Predictions use ``num_samples_eval`` Monte Carlo samples drawn from a seeded generator
-    (``seed``) without disturbing the global random state.
+
+#: test report name -> (JSON artifact, chart artifact, figure function name in evaluation.reports)
+TEST_REPORTS = {
+    "reliability": (artifacts.RELIABILITY, artifacts.RELIABILITY_CHART, "reliability_figure"),
+    "predictive_band": (artifacts.PREDICTIVE_BAND, artifacts.PREDICTIVE_BAND_CHART, "predictive_band_figure"),
+}
+
+
+def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, tmp: Path, seed: int = 0) -> None:
+    """Log the test-set report: the reliability diagram (classifier) or predictive band (regression).
+
+    Predictions use ``num_samples_eval`` Monte Carlo samples drawn from a generator seeded with
+    ``seed`` (the global random state is untouched); the report is chosen by the likelihood's
+    summary (:func:`lightning_bnn.evaluation.reports.test_report`).
     """
-    from lightning_bnn.evaluation.reports import (
-        predictive_band,
-        predictive_band_figure,
-        reliability,
-        reliability_figure,
-    )
-    from lightning_bnn.nn.predictive import regression_moments
+    from lightning_bnn.evaluation import reports
 
     was_training = module.training
     module.eval()
     xs, ys, predictions = [], [], []
+    generator = torch.Generator(device=module.device).manual_seed(seed)
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            for x, y in _test_batches(datamodule):
-                x = x.to(module.device)
-                predictions.append(module.sample_predictions(x))
-                xs.append(x.cpu())
-                ys.append(y.cpu())
+        for x, y in _test_batches(datamodule):
+            predictions.append(module.sample_predictions(x.to(module.device), generator=generator))
+            xs.append(x.cpu())
+            ys.append(y.cpu())
     finally:
         module.train(was_training)
     if not ys:
         return
-    target = torch.cat(ys)
-    if module.hparams.task == "classification":
-        probs = torch.cat([p.mean(dim=0).cpu() for p in predictions])
-        doc = reliability(probs, target)
-        _log_json_and_chart(
-            client, run_id, doc, artifacts.RELIABILITY, artifacts.RELIABILITY_CHART, reliability_figure(doc), tmp
-        )
-        return
-    mean = torch.cat([p[0].cpu() for p in predictions], dim=1)
-    std = torch.cat([p[1].cpu() for p in predictions], dim=1)
-    moments = regression_moments(mean, std)
-    pre = module.hparams.preprocessing or {}
-    x_raw, y_raw = original_units(torch.cat(xs), target, pre)
-    doc = predictive_band(
-        x_raw,
-        y_raw,
-        moments["mean"],
-        moments["std"],
-        feature=(pre.get("feature_names") or ["x"])[0],
-        train_range=pre.get("train_range"),
-    )
-    _log_json_and_chart(
-        client,
-        run_id,
-        doc,
-        artifacts.PREDICTIVE_BAND,
-        artifacts.PREDICTIVE_BAND_CHART,
-        predictive_band_figure(doc),
-        tmp,
-    )
-
-
-def original_units(x: torch.Tensor, y: torch.Tensor, preprocessing: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Undo the tabular standardisation of model-space features ``x`` [B, F] and targets ``y``."""
-    x = x.reshape(x.shape[0], -1).to(torch.float64)
-    y = y.reshape(y.shape[0], -1).to(torch.float64)
-    if "feature_mean" in preprocessing:
-        x = x * torch.tensor(preprocessing["feature_std"], dtype=torch.float64) + torch.tensor(
-            preprocessing["feature_mean"], dtype=torch.float64
-        )
-    y = y * float(preprocessing.get("target_std", 1.0)) + float(preprocessing.get("target_mean", 0.0))
-    return x, y
+    summary = module.summarise(_concat_samples(predictions))
+    name, doc = reports.test_report(summary, torch.cat(xs), torch.cat(ys), module.preprocessing)
+    json_path, html_path, figure = TEST_REPORTS[name]
+    _log_json_and_chart(client, run_id, doc, json_path, html_path, getattr(reports, figure)(doc), tmp)
 
 
 def log_train_sample(client: Any, run_id: str, datamodule: Any, tmp: Path, limit: int | None = None) -> None:
@@ -316,10 +285,15 @@ def log_train_sample(client: Any, run_id: str, datamodule: Any, tmp: Path, limit
     limit = limit or TRAIN_SAMPLE_MAX
     n = splits.x_train.shape[0]
     index = np.sort(np.random.default_rng(0).permutation(n)[:limit]) if n > limit else np.arange(n)
-    pre = getattr(datamodule, "preprocessing", {}) or {}
-    x, y = original_units(splits.x_train[index], splits.y_train[index], pre)
-    features = pre.get("feature_names") or [f"x{i}" for i in range(x.shape[1])]
-    targets = pre.get("target_names") or (["y"] if y.shape[1] == 1 else [f"y{i}" for i in range(y.shape[1])])
+    from lightning_bnn.evaluation.reports import original_inputs
+
+    pre = datamodule.preprocessing
+    x = original_inputs(splits.x_train[index], pre)
+    y = pre.inverse_target(splits.y_train[index].reshape(len(index), -1).to(torch.float64))
+    features = list(getattr(pre, "feature_names", ())) or [f"x{i}" for i in range(x.shape[1])]
+    targets = list(getattr(pre, "target_names", ())) or (
+        ["y"] if y.shape[1] == 1 else [f"y{i}" for i in range(y.shape[1])]
+    )
     frame = pd.DataFrame({**dict(zip(features, x.T.numpy())), **dict(zip(targets, y.T.numpy()))})
     path = tmp / "data" / os.path.basename(artifacts.TRAIN_SAMPLE)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -333,11 +307,7 @@ def pyfunc_input_example(module: Any, datamodule: Any) -> Any | None:
     splits = getattr(datamodule, "splits", None)
     if splits is None:
         return None
-    x = splits.x_train[:2].to(torch.float64)
-    pre = module.hparams.preprocessing or {}
-    if pre.get("kind") == "tabular" and "feature_mean" in pre:
-        x, _ = original_units(x, torch.zeros(x.shape[0]), pre)
-    return x.to(torch.float32).numpy()
+    return module.preprocessing.serving_example(splits.x_train[:2]).to(torch.float32).numpy()
 
 
 def pip_requirements() -> list[str]:

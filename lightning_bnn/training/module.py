@@ -25,20 +25,15 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 
-from lightning_bnn.evaluation.metrics import ClassificationMetrics, RegressionMetrics
+from lightning_bnn.data.preprocessing import Preprocessing
+from lightning_bnn.evaluation.metrics import make_metrics
 from lightning_bnn.nn.layers import Estimator, parse_enum
-from lightning_bnn.nn.likelihoods import NoiseModel, Task, make_likelihood
+from lightning_bnn.nn.likelihoods import ClassificationSummary, NoiseModel, RegressionSummary, Task, make_likelihood
 from lightning_bnn.nn.models import Activation, Architecture, LayerType, build_network
 from lightning_bnn.nn.posterior import KLMethod, resolve_kl_method
-from lightning_bnn.nn.predictive import (
-    MAX_SAMPLES,
-    check_num_samples,
-    mutual_information,
-    predictive_entropy,
-    regression_moments,
-    sample_outputs,
-)
+from lightning_bnn.nn.predictive import MAX_SAMPLES, check_num_samples, sample_outputs
 from lightning_bnn.nn.priors import PriorConfig
+from lightning_bnn.nn.sampling import PredictEstimator, sampling
 from lightning_bnn.training.objectives import KLWeighting, kl_weight
 
 #: most Monte Carlo samples per training step
@@ -187,7 +182,7 @@ class BNNModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_schedule: LRSchedule = LRSchedule.constant,
-        preprocessing: dict | None = None,
+        preprocessing: dict | Preprocessing | None = None,
     ) -> None:
         super().__init__()
         prior = coerce_prior(prior)
@@ -217,7 +212,7 @@ class BNNModule(L.LightningModule):
             "lr": _check_number(lr, "lr", 0.0, low_open=True),
             "weight_decay": _check_number(weight_decay, "weight_decay", 0.0),
             "lr_schedule": parse_enum(LRSchedule, lr_schedule, "lr_schedule"),
-            "preprocessing": dict(preprocessing or {}),
+            "preprocessing": Preprocessing.from_dict(preprocessing).to_dict(),
         }
         # Hyperparameters are stored as plain JSON values: checkpoints then load with
         # torch.load(weights_only=True) and the model config JSON needs no pickle.
@@ -238,13 +233,11 @@ class BNNModule(L.LightningModule):
             rho_init=hp["rho_init"],
             dropout=hp["dropout"],
         )
+        self.preprocessing = Preprocessing.from_dict(self.hparams.preprocessing)
         self.task = hp["task"]
-        if self.task is Task.classification:
-            self.val_metrics = ClassificationMetrics(hp["num_outputs"])
-            self.test_metrics = ClassificationMetrics(hp["num_outputs"])
-        else:
-            self.val_metrics = RegressionMetrics()
-            self.test_metrics = RegressionMetrics()
+        metrics = make_metrics(self.likelihood)
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
         self._epoch_start = 0.0
 
     @staticmethod
@@ -258,34 +251,46 @@ class BNNModule(L.LightningModule):
         """Raw sampled network outputs [S, B, k] (logits, or regression mean/scale)."""
         return self.net(x, num_samples)
 
-    def _target_scale(self) -> tuple[float, float]:
-        pre = self.hparams.preprocessing or {}
-        mean = pre.get("target_mean", 0.0)
-        std = pre.get("target_std", 1.0)
-        return mean, std
-
     def predictive_from_outputs(self, outputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample predictive parameters from raw outputs (targets in original units)."""
-        if self.task is Task.classification:
-            return self.likelihood.predictive(outputs)
-        mean, std = self.likelihood.predictive(outputs)
-        t_mean, t_std = self._target_scale()
-        t_mean = torch.as_tensor(t_mean, dtype=mean.dtype, device=mean.device)
-        t_std = torch.as_tensor(t_std, dtype=mean.dtype, device=mean.device)
-        return mean * t_std + t_mean, std * t_std
+        """Per-sample predictive parameters from raw outputs, in original units (see the likelihood)."""
+        return self.likelihood.to_original_units(self.likelihood.predictive(outputs), self.preprocessing)
 
     @torch.no_grad()
     def sample_predictions(
-        self, x: torch.Tensor, num_samples: int | None = None
+        self,
+        x: torch.Tensor,
+        num_samples: int | None = None,
+        estimator: PredictEstimator | str | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Sampled predictions for model-space inputs ``x`` [B, *input_shape].
+
+        Args:
+            x: inputs as the model takes them (``self.preprocessing.transform`` of raw inputs).
+            num_samples: S (default ``num_samples_eval``).
+            estimator: how the Bayesian layers sample for this call: ``auto`` (default),
+                ``reparameterization`` (whole-function draws, coherent across the batch), ``local``,
+                ``flipout``, or ``mean`` (the posterior-mean point estimate; MC dropout off).
+            generator: the random generator of this call's draws (default: torch's global one).
+                The choices hold for this call only; the model is not changed.
 
         Returns:
             Classification: class probabilities [S, B, C]. Regression: per-sample mean
             and noise std [S, B, D] each, in the target's original units.
         """
         s = check_num_samples(self.hparams.num_samples_eval if num_samples is None else num_samples)
-        return self.predictive_from_outputs(sample_outputs(self.net, x, s))
+        with sampling(estimator, generator):
+            return self.predictive_from_outputs(sample_outputs(self.net, x, s))
+
+    def summarise(
+        self, predictive: torch.Tensor | tuple[torch.Tensor, torch.Tensor], level: float = 0.95
+    ) -> ClassificationSummary | RegressionSummary:
+        """The likelihood's typed summary of sampled predictions (see :mod:`lightning_bnn.nn.likelihoods`)."""
+        return self.likelihood.summarise(predictive, level)
+
+    def output_names(self) -> list[str]:
+        """Names of the model's outputs: class names, or target names (``y``, ``y0``... when unnamed)."""
+        return self.likelihood.output_names(self.preprocessing)
 
     # -- training ------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -369,38 +374,28 @@ class BNNModule(L.LightningModule):
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: torch.nn.Module) -> None:
         x, y = batch
         predictive = self.predictive_from_outputs(self.net(x, self.hparams.num_samples_eval))
-        if self.task is Task.classification:
-            metrics.update(predictive, y)
-        else:
-            t_mean, t_std = self._target_scale()
-            metrics.update(*predictive, y * t_std + t_mean)
+        metrics.update(predictive, self.likelihood.target_in_original_units(y, self.preprocessing))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
+        self._log_metrics(self.val_metrics)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
+        self._log_metrics(self.test_metrics)
 
-    def _log_metrics(self, stage: str, metrics: torch.nn.Module) -> None:
-        values = metrics.compute()
+    def _log_metrics(self, metrics: torch.nn.Module) -> None:
+        values = metrics.compute()  # keys carry the stage prefix of the clone ("val/nll", ...)
         metrics.reset()
         # torchmetrics has already synchronised the values across processes: every rank holds
         # the same numbers, so Lightning's mean over ranks (sync_dist) leaves them unchanged.
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=True)
+        self.log_dict(values, sync_dist=True)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         predictive = self.predictive_from_outputs(self.net(x, self.hparams.num_samples_eval))
-        if self.task is Task.classification:
-            return {
-                "probs": predictive.mean(0),
-                "entropy": predictive_entropy(predictive),
-                "mutual_information": mutual_information(predictive),
-            }
-        return regression_moments(*predictive)
+        return self.summarise(predictive).tensors()
