@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboard.predictions import ClassificationResult, RegressionResult
+from lightning_bnn.tracking.artifacts import PREDICTIVE_BAND, RELIABILITY
 
 TEMPLATE = "plotly_white"
 BNN_COLOUR = "#1f77b4"
@@ -397,3 +398,10 @@ def fan_chart(
 def trace_count(fig: go.Figure) -> int:
     """Number of traces (used by tests and captions)."""
     return len(fig.data)
+
+
+#: a run's task tag -> (artifact of its test-set report, chart of it, what it is called)
+EVALUATION_CHARTS = {
+    "classification": (RELIABILITY, reliability_diagram, "Reliability diagram"),
+    "regression": (PREDICTIVE_BAND, predictive_band, "Predictive band"),
+}

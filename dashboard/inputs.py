@@ -59,6 +59,12 @@ class ProcessedImage:
     inverted: bool
     original_size: tuple[int, int]
 
+    @property
+    def caption(self) -> str:
+        """'processed from WxH', and whether it was inverted."""
+        size = f"{self.original_size[0]}x{self.original_size[1]}"
+        return f"processed from {size}" + (", inverted" if self.inverted else "")
+
 
 def _check_size(name: str, data: bytes) -> None:
     if not data:
@@ -150,6 +156,19 @@ def image_to_model_input(name: str, data: bytes, preprocessing: Preprocessing | 
     preview, inverted = preprocessing.fit_picture(to_grayscale(image))
     array = preprocessing.transform(preview)[0].numpy()
     return ProcessedImage(name, array, preview, inverted, image.size)
+
+
+def images_to_model_inputs(
+    uploads: list[tuple[str, bytes]], preprocessing: Preprocessing | dict
+) -> tuple[list[ProcessedImage], list[str]]:
+    """Convert several uploads ``(name, bytes)``; an unusable one gives its message instead of stopping the rest."""
+    items, errors = [], []
+    for name, data in uploads:
+        try:
+            items.append(image_to_model_input(name, data, preprocessing))
+        except InputError as err:
+            errors.append(str(err))
+    return items, errors
 
 
 def pixels_from_model_input(array: np.ndarray, preprocessing: Preprocessing | dict) -> np.ndarray:

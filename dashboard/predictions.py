@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from lightning_bnn.data.stored import StoredDataError, datamodule_from_config
+from lightning_bnn.nn.likelihoods import ClassificationSummary, RegressionSummary
 from lightning_bnn.nn.predictive import check_num_samples
 from lightning_bnn.nn.sampling import PredictEstimator
 
@@ -272,3 +273,40 @@ def test_examples(config_yaml: str, limit: int = 200) -> tuple[np.ndarray, np.nd
 def clamp_samples(value: int) -> int:
     """S within the slider's range."""
     return int(min(MAX_SAMPLES, max(MIN_SAMPLES, int(value))))
+
+
+def predict(module, x: np.ndarray | torch.Tensor, num_samples: int, seed: int | None = 0):
+    """:func:`classify` or :func:`regress`, as the model's likelihood says (by its summary's type)."""
+    return _PREDICT[module.likelihood.summary_type](module, x, num_samples, seed)
+
+
+_PREDICT = {ClassificationSummary: classify, RegressionSummary: regress}
+
+
+def example_labels(module, y: np.ndarray) -> list[str]:
+    """'true class NAME' for each test example's label."""
+    names = module.output_names()
+    return [f"true class {names[int(label)]}" for label in y]
+
+
+def row_names(frame: pd.DataFrame, targets: list[str]) -> list[str]:
+    """'row N' for each CSV row, with its true value when the CSV has the target column."""
+    truth = next((t for t in targets if t in frame), None)
+    return [f"row {i + 1}" + (f" (true {truth}: {frame[truth][i]})" if truth else "") for i in range(len(frame))]
+
+
+def fan_range(preprocessing) -> tuple[float, float]:
+    """Default x range of the fan chart: the training interval widened by its width each side, or mean -+ 3 std."""
+    train_range = getattr(preprocessing, "train_range", None)
+    if train_range:
+        width = float(train_range[1]) - float(train_range[0])
+        return float(train_range[0]) - width, float(train_range[1]) + width
+    mean, std = preprocessing.feature_mean[0], preprocessing.feature_std[0]
+    return mean - 3 * std, mean + 3 * std
+
+
+def wants_fan_chart(module) -> bool:
+    """A one-feature regression model: its predictions are drawn as functions of that feature."""
+    return module.likelihood.summary_type is RegressionSummary and len(module.hparams.input_shape) == 1 == int(
+        module.hparams.input_shape[0]
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_bnn.evaluation.metrics import ClassificationMetrics
+from lightning_bnn.evaluation.metrics import classification_metrics
 from lightning_bnn.nn.predictive import mutual_information
 from lightning_bnn.training.module import BNNModule
 
@@ -36,7 +36,7 @@ def test_deterministic_samples_are_identical_with_zero_mutual_information():
     assert torch.equal(probs, probs[:1].expand_as(probs))
     # zero up to float rounding of H[mean] - mean H (identical samples)
     assert float(mutual_information(probs).max()) < 1e-6
-    metrics = ClassificationMetrics(10)
+    metrics = classification_metrics(10)
     metrics.update(probs, torch.zeros(12, dtype=torch.long))
     assert float(metrics.compute()["mi"]) == pytest.approx(0.0, abs=1e-6)
 

@@ -16,10 +16,10 @@ from lightning_bnn.nn.layers import (
     BayesLinear,
     Estimator,
     PredictEstimator,
-    set_predict_estimator,
     total_kl,
 )
 from lightning_bnn.nn.priors import PriorConfig
+from lightning_bnn.nn.sampling import sampling
 
 PRIORS = {
     "gaussian": PriorConfig(name="gaussian", sigma=0.5),
@@ -90,17 +90,17 @@ def test_shapes_every_layer_estimator_prior(rng, kind, estimator, prior):
 @pytest.mark.parametrize("kind", LAYERS)
 def test_shapes_in_eval_mode(rng, kind, predict_estimator):
     make, in_shape, out_shape = LAYERS[kind]
-    layer = make()
-    set_predict_estimator(layer, predict_estimator)
-    layer.eval()
-    for batch in (B, 20):  # 'auto' switches estimator at 16 inputs
-        x = torch.randn(S, batch, *in_shape)
-        assert layer(x).shape == (S, batch, *out_shape)
-        assert layer(x[0].unsqueeze(0).expand(S, *x.shape[1:])).shape == (S, batch, *out_shape)
-        assert layer(x[0]).shape == (batch, *out_shape)
+    layer = make().eval()
+    with sampling(estimator=predict_estimator):
+        for batch in (B, 20):  # 'auto' switches estimator at 16 inputs
+            x = torch.randn(S, batch, *in_shape)
+            assert layer(x).shape == (S, batch, *out_shape)
+            assert layer(x[0].unsqueeze(0).expand(S, *x.shape[1:])).shape == (S, batch, *out_shape)
+            assert layer(x[0]).shape == (batch, *out_shape)
     if predict_estimator == "mean":
         x = torch.randn(S, B, *in_shape)
-        out = layer(x)
+        with sampling(estimator=predict_estimator):
+            out = layer(x)
         bias = layer.bias.mu
         expected = layer._op(x.reshape(S * B, *in_shape), layer.weight.mu, bias).reshape(out.shape)
         torch.testing.assert_close(out, expected)
@@ -166,9 +166,8 @@ def test_estimators_give_the_same_predictive_moments(kind, mode):
             layer.estimator = Estimator(estimator)
             layer.train()
         else:
-            set_predict_estimator(layer, estimator)
             layer.eval()
-        with torch.no_grad():
+        with torch.no_grad(), sampling(estimator=None if stage != "eval" else estimator):
             inputs = x.unsqueeze(0).expand(num, *x.shape)
             samples = layer(inputs if stage == "shared" else inputs.contiguous())
     mean, var = mean.detach(), var.detach()

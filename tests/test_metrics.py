@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lightning_bnn.evaluation.metrics import ECE_BINS, ClassificationMetrics, RegressionMetrics
+from lightning_bnn.evaluation.metrics import ECE_BINS, classification_metrics, regression_metrics
 
 LOG2 = math.log(2.0)
 
@@ -23,7 +23,7 @@ def _group(n: int, confidence: float, correct: int, num_classes: int = 3) -> tup
 
 
 def _classification(probs: torch.Tensor, target: torch.Tensor, num_classes: int = 3) -> dict[str, float]:
-    metrics = ClassificationMetrics(num_classes)
+    metrics = classification_metrics(num_classes)
     if probs.dim() == 2:
         probs = probs.unsqueeze(0)
     metrics.update(probs, target)
@@ -92,7 +92,7 @@ def test_entropy_and_mutual_information_of_constructed_samples():
 def test_metrics_accumulate_over_batches_and_reset():
     p1, t1 = _group(10, 0.9, 5)
     p2, t2 = _group(30, 0.7, 21)
-    metrics = ClassificationMetrics(3)
+    metrics = classification_metrics(3)
     metrics.update(p1.unsqueeze(0), t1)
     metrics.update(p2.unsqueeze(0), t2)
     assert float(metrics.compute()["ece"]) == pytest.approx(0.1, abs=1e-6)
@@ -108,8 +108,8 @@ def test_regression_metrics_by_hand():
     mean = torch.tensor([[[0.0], [0.0]], [[2.0], [0.0]]])
     std = torch.tensor([[[1.0], [0.5]], [[1.0], [0.5]]])
     target = torch.tensor([[1.0], [2.0]])
-    metrics = RegressionMetrics()
-    metrics.update(mean, std, target)
+    metrics = regression_metrics()
+    metrics.update((mean, std), target)
     values = {k: float(v) for k, v in metrics.compute().items()}
     half_log_2pi = 0.5 * math.log(2 * math.pi)
     nll1 = half_log_2pi + 0.5  # -log N(1; 0, 1) = -log N(1; 2, 1)
@@ -123,8 +123,8 @@ def test_regression_metrics_by_hand():
 def test_regression_coverage_of_a_calibrated_gaussian_is_near_95_percent():
     gen = torch.Generator().manual_seed(1)
     target = torch.randn(20000, 1, generator=gen)
-    metrics = RegressionMetrics()
-    metrics.update(torch.zeros(1, 20000, 1), torch.ones(1, 20000, 1), target)
+    metrics = regression_metrics()
+    metrics.update((torch.zeros(1, 20000, 1), torch.ones(1, 20000, 1)), target)
     values = metrics.compute()
     assert float(values["picp95"]) == pytest.approx(0.95, abs=0.01)
     assert float(values["rmse"]) == pytest.approx(1.0, abs=0.02)

@@ -36,13 +36,10 @@ def _model(seed: int = 0) -> BNNModule:
 
 
 def _mean_outputs(model: BNNModule, x: torch.Tensor) -> torch.Tensor:
-    from lightning_bnn.nn.layers import set_predict_estimator
+    from lightning_bnn.nn.sampling import sampling
 
-    set_predict_estimator(model.net, "mean")
-    try:
+    with sampling(estimator="mean"):
         return model.net(x, 1)[0]
-    finally:
-        set_predict_estimator(model.net, "auto")
 
 
 def test_masks_by_hand():
@@ -102,10 +99,7 @@ def test_removing_all_of_a_layer_makes_the_output_independent_of_the_input():
     assert torch.allclose(out, out[:1].expand_as(out))  # every input gets the bias-only output
     # sampling still works, and with whole-function samples (one weight draw per sample, shared by the
     # batch) each sampled function is constant in x: removed weights have sigma ~ 0 and biases are shared
-    from lightning_bnn.nn.layers import set_predict_estimator
-
-    set_predict_estimator(model.net, "reparameterization")
-    probs = model.sample_predictions(x, 5)
+    probs = model.sample_predictions(x, 5, estimator="reparameterization")
     assert torch.isfinite(probs).all() and torch.allclose(probs, probs[:, :1].expand_as(probs), atol=1e-6)
 
 

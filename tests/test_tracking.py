@@ -69,7 +69,7 @@ def test_params_are_the_resolved_config_with_readable_names(digits_run):
         "seed": "0",
         "dataset": "digits",
         "layer_type": "bayes",
-        "data.class": "lightning_bnn.data.base.DigitsDataModule",
+        "data.class": "lightning_bnn.data.DigitsDataModule",
         "trainer.max_epochs": "3",
     }
     assert {k: params.get(k) for k in expected} == expected
@@ -230,7 +230,7 @@ def test_pyfunc_model_loads_where_lightning_bnn_is_not_installed(digits_run, tmp
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(tmp_path), tracking_uri=uri
     )
-    assert (Path(local) / "code" / "lightning_bnn" / "serialization.py").is_file()
+    assert (Path(local) / "code" / "lightning_bnn" / "tracking" / "serialization.py").is_file()
     script = (
         "import importlib.util, json, sys, mlflow\n"
         "assert importlib.util.find_spec('lightning_bnn') is None, 'lightning_bnn must not be importable here'\n"
@@ -472,3 +472,15 @@ def test_runs_get_readable_names_not_the_seeded_random_one(digits_run):
     assert default_run_name({"layer_type": "deterministic", "prior": {"name": "gaussian"}}, "toy").startswith(
         "toy-deterministic-"
     )
+
+
+def test_reliability_diagram_and_test_ece_agree_exactly_at_bin_edges():
+    from lightning_bnn.evaluation.metrics import classification_metrics
+
+    # confidences of exactly 1 and exactly on bin edges (9/15, 12/15): where two bin conventions differ
+    probs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.4], [0.2, 0.8], [0.8, 0.2], [0.55, 0.45]])
+    target = torch.tensor([0, 0, 1, 1, 0, 0])
+    metrics = classification_metrics(2)
+    metrics.update(probs[None], target)  # one Monte Carlo sample: the predictive is probs itself
+    assert reliability(probs, target)["ece"] == float(metrics.compute()["ece"])
+    assert sum(b["count"] for b in reliability(probs, target)["bins"]) == 6

@@ -4,22 +4,21 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, inputs, predictions, runs
+from dashboard import inputs, predictions, runs, widgets
 from dashboard.views import _shared as shared
+from lightning_bnn.data.preprocessing import ImagePreprocessing, TabularPreprocessing
 
 uri = shared.tracking_uri()
 st.title("Predict")
 table = shared.load_runs_or_stop()
 run_id = shared.pick_run(table, key="predict_run")
-
 try:
     module = shared.model(uri, run_id)
 except (runs.RunLoadError, runs.StoreError) as err:
     st.error(f"Cannot use this run: {err}")
     st.stop()
 
-hp = module.hparams
-pre = dict(hp.preprocessing or {})
+hp, pre = module.hparams, module.preprocessing
 num_samples = st.slider(
     "Posterior samples S",
     predictions.MIN_SAMPLES,
@@ -33,69 +32,26 @@ st.caption(
 )
 
 
-def offer_download(frame: pd.DataFrame, key: str) -> None:
-    """A button that downloads the results table as CSV."""
-    st.download_button(
-        "Download results (CSV)",
-        predictions.to_csv_bytes(frame),
-        file_name=f"predictions-{run_id[:8]}.csv",
-        mime="text/csv",
-        key=key,
-    )
-
-
-def show_classification(result, names, previews=None, captions=None) -> None:
-    """Per input: preview, sampled class distribution, uncertainty split and point estimate; CSV download."""
-    offer_download(predictions.classification_table(result, names), "download_classification")
-    for i, name in enumerate(names):
-        with st.container(border=True):
-            st.markdown(f"**{name}**")
-            left, middle, right = st.columns([1, 3, 2])
-            if previews is not None:
-                left.image(inputs.upscale(previews[i]), caption=captions[i] if captions else None, clamp=True)
-            k = int(result.predicted[i])
-            kp = int(result.point_predicted[i])
-            right.metric("Predicted class", result.class_names[k])
-            right.markdown(f"p = **{result.mean[i, k]:.3f}** ± {result.std[i, k]:.3f} across samples")
-            right.metric("Predictive entropy (nats)", f"{result.predictive_entropy[i]:.3f}")
-            a, b = right.columns(2)
-            a.metric("Aleatoric", f"{result.expected_entropy[i]:.3f}", help="expected entropy (nats)")
-            b.metric("Epistemic", f"{result.mutual_information[i]:.3f}", help="mutual information (nats)")
-            right.metric(
-                "Point estimate",
-                f"{result.class_names[kp]} (p = {result.point_probs[i, kp]:.3f})",
-                help="the network with every weight at its posterior mean: one deterministic answer",
-            )
-            middle.plotly_chart(charts.class_distribution(result, i), key=f"dist_{i}")
-            middle.plotly_chart(charts.uncertainty_split(result, i), key=f"split_{i}")
-
-
 def image_inputs() -> None:
     """Uploaded images or test-set examples of an image classifier."""
     source = st.radio("Inputs", ["Upload images", "Test-set examples"], horizontal=True, key="image_source")
     names, arrays, previews, captions = [], [], [], []
     if source == "Upload images":
         files = st.file_uploader(
-            f"PNG or JPEG images, one {'digit' if pre.get('height') == 8 else 'item'} each (up to {inputs.MAX_IMAGES})",
+            f"PNG or JPEG images, one {'digit' if pre.height == 8 else 'item'} each (up to {inputs.MAX_IMAGES})",
             accept_multiple_files=True,
             key="image_upload",
             help="Any size or colours: they are converted to grayscale, cropped, resized to "
-            f"{pre.get('height')}x{pre.get('width')} and inverted if the ink is dark on a light background.",
+            f"{pre.height}x{pre.width} and inverted if the ink is dark on a light background.",
         )
         files = list(files or [])
         if len(files) > inputs.MAX_IMAGES:
             st.warning(f"{len(files)} images uploaded; predicting the first {inputs.MAX_IMAGES}.")
-        for f in files[: inputs.MAX_IMAGES]:
-            try:
-                item = inputs.image_to_model_input(f.name, f.getvalue(), pre)
-            except inputs.InputError as err:
-                st.error(str(err))
-                continue
-            names.append(item.name)
-            arrays.append(item.array)
-            previews.append(item.preview)
-            size = f"{item.original_size[0]}x{item.original_size[1]}"
-            captions.append(f"processed from {size}" + (", inverted" if item.inverted else ""))
+        items, errors = inputs.images_to_model_inputs([(f.name, f.getvalue()) for f in files[: inputs.MAX_IMAGES]], pre)
+        for message in errors:
+            st.error(message)
+        names, arrays = [i.name for i in items], [i.array for i in items]
+        previews, captions = [i.preview for i in items], [i.caption for i in items]
         if not files:
             st.info("Upload images to see the sampled class distribution.")
     else:
@@ -104,68 +60,41 @@ def image_inputs() -> None:
         except (predictions.ExamplesUnavailable, runs.ArtifactMissing, runs.StoreError) as err:
             st.error(f"Test-set examples unavailable for this run: {err}")
             return
-        labels = predictions.class_names(module)
+        labels = predictions.example_labels(module, y)
         picked = st.multiselect(
             "Examples",
             list(range(len(x))),
-            default=[0, 1, 2][: len(x)],
+            [0, 1, 2][: len(x)],
             key="examples",
-            format_func=lambda i: f"#{i} (true class {labels[int(y[i])]})",
+            format_func=lambda i: f"#{i} ({labels[i]})",
         )
         for i in picked[: inputs.MAX_IMAGES]:
-            names.append(f"test example #{i} (true class {labels[int(y[i])]})")
+            names.append(f"test example #{i} ({labels[i]})")
             arrays.append(x[i])
-            previews.append(inputs.pixels_from_model_input(x[i], pre))
+            previews.append(pre.to_pixels(x[i]))
             captions.append("as the model sees it")
     if arrays:
         result = predictions.classify(module, np.stack(arrays), num_samples)
-        show_classification(result, names, previews, captions)
-
-
-def regression_rows(frame: pd.DataFrame, features: list[str]) -> None:
-    """Sampled predictive distribution of regression inputs (one row inspected in detail)."""
-    x = inputs.standardise(frame[features].to_numpy(), pre)
-    result = predictions.regress(module, x, num_samples)
-    out = predictions.regression_table(result, frame)
-    offer_download(out, "download_regression")
-    if len(out) > 1:
-        st.dataframe(out, hide_index=True, key="regression_table")
-        row = st.selectbox("Row to inspect", list(range(len(out))), key="regression_row")
-    else:
-        row = 0
-    name = result.target_names[0]
-    cols = st.columns(4)
-    cols[0].metric(f"Mean {name}", f"{result.mean[row, 0]:.4g}")
-    cols[1].metric(
-        "Std",
-        f"{result.std[row, 0]:.4g}",
-        help=(f"aleatoric {result.aleatoric_std[row, 0]:.3g}, epistemic {result.epistemic_std[row, 0]:.3g}"),
-    )
-    cols[2].metric("95% interval", f"[{result.lower[row, 0]:.4g}, {result.upper[row, 0]:.4g}]")
-    cols[3].metric("Point estimate", f"{result.point_mean[row, 0]:.4g}")
-    st.plotly_chart(charts.regression_distribution(result, row), key="regression_dist")
+        widgets.show_classification(result, names, run_id, previews, captions)
 
 
 def tabular_inputs() -> None:
     """Form values or an uploaded CSV for a tabular model (plus the fan chart for 1-D regression)."""
-    features = list(pre.get("feature_names") or [f"x{i}" for i in range(int(hp.input_shape[0]))])
-    targets = list(pre.get("target_names") or [])
-    if hp.task == "regression" and len(features) == 1:
-        fan()
+    features = list(pre.feature_names)
+    if predictions.wants_fan_chart(module):
+        widgets.fan_chart(module, num_samples, lambda: shared.train_sample(uri, run_id))
     source = st.radio("Inputs", ["Enter values", "Upload CSV"], horizontal=True, key="tabular_source")
     if source == "Enter values":
-        means = pre.get("feature_mean") or [0.0] * len(features)
         cols = st.columns(min(len(features), 4))
         values = {
-            f: cols[i % len(cols)].number_input(f, value=float(means[i]), format="%.4f", key=f"feature_{i}")
+            f: cols[i % len(cols)].number_input(f, value=pre.feature_mean[i], format="%.4f", key=f"feature_{i}")
             for i, f in enumerate(features)
         }
         try:
-            raw = inputs.validate_form_values(values, features)
+            frame = pd.DataFrame(inputs.validate_form_values(values, features), columns=features)
         except inputs.InputError as err:
             st.error(str(err))
             return
-        frame = pd.DataFrame(raw, columns=features)
     else:
         upload = st.file_uploader(
             f"CSV with the columns {features} (up to {inputs.MAX_CSV_ROWS} rows)", key="csv_upload"
@@ -174,60 +103,16 @@ def tabular_inputs() -> None:
             st.info(f"Upload a CSV whose header has the model's feature columns: {', '.join(features)}.")
             return
         try:
-            frame = inputs.parse_feature_csv(upload.name, upload.getvalue(), features, targets)
+            frame = inputs.parse_feature_csv(upload.name, upload.getvalue(), features, list(pre.target_names))
         except inputs.InputError as err:
             st.error(str(err))
             return
-    if hp.task == "regression":
-        regression_rows(frame, features)
-    else:
-        x = inputs.standardise(frame[features].to_numpy(), pre)
-        result = predictions.classify(module, x, num_samples)
-        truth = next((t for t in targets if t in frame), None)
-        names = [f"row {i + 1}" + (f" (true {truth}: {frame[truth][i]})" if truth else "") for i in range(len(frame))]
-        show_classification(result, names)
+    result = predictions.predict(module, pre.transform(frame[features]), num_samples)
+    widgets.show_result(result, predictions.row_names(frame, list(pre.target_names)), frame, run_id)
 
 
-def fan() -> None:
-    """Fan chart of sampled functions over an x range, with the training data when logged."""
-    st.subheader("Sampled functions over an x range")
-    feature = (pre.get("feature_names") or ["x"])[0]
-    target = (pre.get("target_names") or ["y"])[0]
-    train_range = pre.get("train_range")
-    if train_range:
-        width = float(train_range[1]) - float(train_range[0])
-        low, high = float(train_range[0]) - width, float(train_range[1]) + width
-    else:
-        mean, std = (pre.get("feature_mean") or [0.0])[0], (pre.get("feature_std") or [1.0])[0]
-        low, high = mean - 3 * std, mean + 3 * std
-    c1, c2 = st.columns(2)
-    x_low = c1.number_input(f"{feature} from", value=low, format="%.3f", key="fan_low")
-    x_high = c2.number_input(f"{feature} to", value=high, format="%.3f", key="fan_high")
-    try:
-        data = predictions.fan_chart_data(module, float(x_low), float(x_high), num_samples)
-    except ValueError as err:
-        st.error(f"Cannot draw the fan chart: {err}")
-        return
-    try:
-        train = shared.train_sample(uri, run_id)
-        columns_ok = feature in train and target in train
-        if not columns_ok:
-            st.caption(f"The logged training sample has no '{feature}'/'{target}' columns; not overlaid.")
-            train = None
-    except runs.ArtifactMissing:
-        st.caption("Training data not logged for this run (data/train_sample.csv); the shaded band is its x range.")
-        train = None
-    st.plotly_chart(charts.fan_chart(data, train, train_range, feature, target), key="fan_chart")
-    spread = data["std"]
-    st.caption(
-        f"Predictive std ranges from {spread.min():.3g} to {spread.max():.3g} over this range "
-        f"(largest at {feature} = {data['x'][int(spread.argmax())]:.3g})."
-    )
-
-
-if pre.get("kind") == "image" and hp.task == "classification":
-    image_inputs()
-elif pre.get("kind") == "tabular":
-    tabular_inputs()
+show_inputs = {ImagePreprocessing: image_inputs, TabularPreprocessing: tabular_inputs}.get(type(pre))
+if show_inputs is None:
+    st.warning(f"This run's model has no known input format ({pre.kind}).")
 else:
-    st.warning(f"This run's model has no known input format (preprocessing kind {pre.get('kind')!r}).")
+    show_inputs()

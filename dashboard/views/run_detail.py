@@ -54,14 +54,10 @@ with posterior:
         st.error(f"The posterior summary of this run is malformed: {err}")
 
 with evaluation:
-    task = info.get("task")
-    path = artifacts.RELIABILITY if task == "classification" else artifacts.PREDICTIVE_BAND
+    path, chart, kind = charts.EVALUATION_CHARTS.get(info.get("task"), charts.EVALUATION_CHARTS["regression"])
     try:
-        data = shared.json_artifact(uri, run_id, path)
-        figure = charts.reliability_diagram(data) if task == "classification" else charts.predictive_band(data)
-        st.plotly_chart(figure, key="evaluation_chart")
+        st.plotly_chart(chart(shared.json_artifact(uri, run_id, path)), key="evaluation_chart")
     except runs.ArtifactMissing as err:
-        kind = "Reliability diagram" if task == "classification" else "Predictive band"
         st.warning(f"{kind} not logged for this run: {err}.")
     except (KeyError, TypeError, ValueError) as err:
         st.error(f"The evaluation artifact of this run is malformed: {err}")

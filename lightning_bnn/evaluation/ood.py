@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import BinaryAUROC
 
-from lightning_bnn.nn.predictive import mutual_information, predictive_entropy
 from lightning_bnn.tracking.artifacts import OOD_HISTOGRAM, OOD_HISTOGRAM_CHART
 
 #: default cap on the in-distribution and on each OOD set's size
@@ -76,7 +75,7 @@ def default_ood_sets(
     Args:
         dataset: the data module's ``name`` (``fashion_mnist``, ``digits``, ``mnist``, ...).
         x_test: in-distribution test inputs [N, *input_shape].
-        scale: the model-space value of a white pixel (``preprocessing["scale"]``).
+        scale: the model-space value of a white pixel (``ImagePreprocessing.scale``).
         max_examples: at most this many inputs per set.
         seed: seed of the noise.
 
@@ -110,9 +109,9 @@ def uncertainty_scores(model: Any, x: torch.Tensor, num_samples: int, batch_size
     device = next(model.parameters()).device
     entropy, mi = [], []
     for start in range(0, len(x), batch_size):
-        probs = model.sample_predictions(x[start : start + batch_size].to(device), num_samples)
-        entropy.append(predictive_entropy(probs).cpu())
-        mi.append(mutual_information(probs).cpu())
+        summary = model.summarise(model.sample_predictions(x[start : start + batch_size].to(device), num_samples))
+        entropy.append(summary.entropy.cpu())
+        mi.append(summary.mutual_information.cpu())
     return {"entropy": torch.cat(entropy), "mi": torch.cat(mi)}
 
 
@@ -224,9 +223,9 @@ def evaluate_ood(
         the model is not a classifier or there is no OOD set for its data.
     """
     hp = model.hparams
-    if str(hp.get("task")) != "classification":
+    if "ood_entropy" not in model.likelihood.run_artifacts:  # entropy scores need class probabilities
         return {}, None
-    scale = float((hp.get("preprocessing") or {}).get("scale", 1.0))
+    scale = float(getattr(model.preprocessing, "scale", 1.0))
     sets = ood_sets if ood_sets is not None else default_ood_sets(dataset, x_test, scale, max_examples, seed)
     if not sets:
         return {}, None

@@ -13,7 +13,7 @@ The weights are ranked by SNR across **all** Bayesian layers together (one globa
 threshold, as in the paper), and for each fraction f the ``round(f * N)`` weights with
 the lowest SNR are removed: their mean is set to 0 (and their sigma to ~0, so that a
 sampled network drops them too). The pruned network is evaluated with the posterior
-mean weights (:func:`~lightning_bnn.nn.layers.set_predict_estimator` ``"mean"``) on the
+mean weights (``sample_predictions(x, 1, estimator="mean")``) on the
 run's own test set, rebuilt from its ``config.yaml``: test error for classification,
 RMSE for regression. Only the weight matrices and conv kernels are pruned; biases
 (and a learned noise std) are kept, like the paper's weight counts.
@@ -41,16 +41,19 @@ the file is smaller once more than a third is removed (about 13x at 95%).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from lightning_bnn.nn.layers import BayesianModule, set_predict_estimator
+from lightning_bnn.nn.layers import BayesianModule
+from lightning_bnn.nn.likelihoods import ClassificationSummary, RegressionSummary
 from lightning_bnn.tracking.artifacts import PRUNING_SNR, PRUNING_SNR_CHART, PRUNING_TABLE
 
 PRUNED_FORMAT = "lightning_bnn.pruned"
@@ -124,28 +127,41 @@ def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------
+@functools.singledispatch
+def point_errors(summary: Any, target: torch.Tensor) -> tuple[float, int]:
+    """(sum of errors, count) of a point prediction: wrong classes, or squared errors of the mean."""
+    raise TypeError(f"no point error for {type(summary).__name__}")
+
+
+@point_errors.register
+def _(summary: ClassificationSummary, target: torch.Tensor) -> tuple[float, int]:
+    return float((summary.predicted != target).sum()), int(target.shape[0])
+
+
+@point_errors.register
+def _(summary: RegressionSummary, target: torch.Tensor) -> tuple[float, int]:
+    target = target.reshape(target.shape[0], -1)
+    return float((summary.mean - target).square().sum()), int(target.numel())
+
+
+#: summary type -> (metric name, its value from the summed errors and their count)
+POINT_METRICS = {
+    ClassificationSummary: ("test_error", lambda total, n: total / max(n, 1)),
+    RegressionSummary: ("test_rmse", lambda total, n: math.sqrt(total / max(n, 1))),
+}
+
+
 @torch.no_grad()
 def evaluate_mean_network(model, loader) -> dict[str, float]:
     """Test error (classification) or RMSE (regression) of the posterior-mean network over ``loader``."""
     model.eval()
-    set_predict_estimator(model.net, "mean")
-    try:
-        errors, total, squared = 0, 0, 0.0
-        for x, y in loader:
-            predictive = model.predictive_from_outputs(model.net(x, 1))
-            if model.task.value == "classification":
-                errors += int((predictive[0].argmax(-1) != y).sum())
-            else:
-                t_mean, t_std = model._target_scale()
-                target = (y * t_std + t_mean).reshape(y.shape[0], -1)
-                squared += float((predictive[0][0] - target).square().sum())
-                errors += target.numel()
-            total += y.shape[0]
-    finally:
-        set_predict_estimator(model.net, "auto")
-    if model.task.value == "classification":
-        return {"test_error": errors / max(total, 1)}
-    return {"test_rmse": math.sqrt(squared / max(errors, 1))}
+    total, count = 0.0, 0
+    for x, y in loader:
+        summary = model.summarise(model.sample_predictions(x, 1, estimator="mean"))
+        errors, n = point_errors(summary, model.likelihood.target_in_original_units(y, model.preprocessing))
+        total, count = total + errors, count + n
+    name, value = POINT_METRICS[model.likelihood.summary_type]
+    return {name: value(total, count)}
 
 
 # -- SNR density and CDF -------------------------------------------------------------------------------------

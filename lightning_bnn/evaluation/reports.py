@@ -112,25 +112,32 @@ def reliability(probs: torch.Tensor, target: torch.Tensor, num_bins: int = RELIA
 
     Returns:
         ``{"num_bins", "ece", "bins": [{"lower", "upper", "confidence", "accuracy", "count"}]}``;
-        an empty bin has ``confidence`` and ``accuracy`` None. A confidence equal to a
-        bin's upper edge belongs to that bin (bins are (lower, upper], the first [0, upper]).
+        an empty bin has ``confidence`` and ``accuracy`` None.
+
+    One ECE convention with ``test/ece``: ``ece`` is torchmetrics'
+    ``multiclass_calibration_error(n_bins=num_bins, norm="l1")`` of the same probabilities, whose
+    bins are [lower, upper) (a confidence of exactly 1 is a bin of its own there; the diagram
+    shows it in the last bin).
     """
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
     if probs.dim() != 2 or target.shape != probs.shape[:1]:
         raise ValueError(f"expected probs [B, C] and target [B], got {tuple(probs.shape)} and {tuple(target.shape)}")
-    confidence, predicted = probs.detach().to(torch.float64).max(dim=1)
-    correct = (predicted == target.to(predicted.device)).to(torch.float64)
-    edges = torch.linspace(0.0, 1.0, num_bins + 1, dtype=torch.float64)
-    index = (torch.bucketize(confidence, edges, right=False) - 1).clamp(0, num_bins - 1)
+    probs = probs.detach().to(torch.float32).clamp(0.0, 1.0)
+    target = target.to(probs.device)
+    ece = float(multiclass_calibration_error(probs, target, probs.shape[1], n_bins=num_bins, norm="l1"))
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == target).to(torch.float64)
+    confidence = confidence.to(torch.float64)
+    edges = torch.linspace(0.0, 1.0, num_bins + 1, dtype=torch.float32).to(torch.float64)
+    index = (torch.bucketize(confidence, edges, right=True) - 1).clamp(0, num_bins - 1)
     bins = []
-    ece = 0.0
-    n = max(int(confidence.numel()), 1)
     for b in range(num_bins):
         mask = index == b
         count = int(mask.sum())
         if count:
             conf = float(confidence[mask].mean())
             acc = float(correct[mask].mean())
-            ece += count / n * abs(acc - conf)
         else:
             conf = acc = None
         bins.append(

@@ -262,12 +262,8 @@ def regression(uri: str, epochs: int | None = None, quick: bool = False, figure:
 @torch.no_grad()
 def band(model, x: torch.Tensor, num_samples: int = 200) -> dict[str, torch.Tensor]:
     """Predictive mean and central 95% band of a regression model at inputs x [N, 1]."""
-    from lightning_bnn.nn.predictive import central_interval, regression_moments
-
-    mean, std = model.sample_predictions(x, num_samples)
-    moments = regression_moments(mean, std)
-    lower, upper = central_interval(moments["mean"], moments["std"], 0.95)
-    return {"mean": moments["mean"][:, 0], "lower": lower[:, 0], "upper": upper[:, 0]}
+    summary = model.summarise(model.sample_predictions(x, num_samples))
+    return {"mean": summary.mean[:, 0], "lower": summary.lower[:, 0], "upper": summary.upper[:, 0]}
 
 
 def train_points(config: Path) -> tuple[torch.Tensor, torch.Tensor]:

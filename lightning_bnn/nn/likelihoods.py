@@ -134,7 +134,9 @@ class CategoricalLikelihood(nn.Module):
 
     task = Task.classification
     #: artifacts a run of this likelihood records beside the model (see :mod:`lightning_bnn.tracking.recorder`)
-    run_artifacts: tuple[str, ...] = ("reliability",)
+    run_artifacts: tuple[str, ...] = ("reliability", "ood_entropy")
+    #: the type :meth:`summarise` returns
+    summary_type = ClassificationSummary
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -198,6 +200,8 @@ class GaussianLikelihood(nn.Module):
     task = Task.regression
     #: artifacts a run of this likelihood records beside the model (see :mod:`lightning_bnn.tracking.recorder`)
     run_artifacts: tuple[str, ...] = ("predictive_band", "train_sample")
+    #: the type :meth:`summarise` returns
+    summary_type = RegressionSummary
 
     def __init__(self, num_targets: int, noise: NoiseModel = NoiseModel.learned, noise_std: float = 0.1) -> None:
         super().__init__()

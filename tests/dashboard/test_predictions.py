@@ -22,12 +22,20 @@ def toy_model(toy_run):
     return load_model(toy_run[1], tracking_uri=toy_run[0])
 
 
-def estimators(module) -> set:
-    return {m.predict_estimator for m in module.net.modules() if hasattr(m, "predict_estimator")}
+def state(module) -> dict:
+    """A copy of the module's weights and attributes that a prediction must leave as they are."""
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def unchanged(module, before: dict) -> bool:
+    after = module.state_dict()
+    no_flag = not any(hasattr(m, "predict_estimator") for m in module.modules())  # the estimator is per call
+    return no_flag and set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
 
 
 def test_classify(digits_model):
     x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    before = state(digits_model)
     result = predictions.classify(digits_model, x, 25)
     assert result.probs.shape == (25, 4, 10) and result.mean.shape == (4, 10)
     np.testing.assert_allclose(result.mean.sum(1), 1.0, rtol=1e-5)
@@ -37,7 +45,7 @@ def test_classify(digits_model):
     np.testing.assert_allclose(result.predictive_entropy, predictive_entropy(torch.as_tensor(result.probs)), rtol=1e-5)
     assert (result.mutual_information >= 0).all()
     assert result.point_probs.shape == (4, 10) and result.point_predicted.shape == (4,)
-    assert estimators(digits_model) == {PredictEstimator.auto}  # restored after the point estimate
+    assert unchanged(digits_model, before)  # the point estimate is an argument of the call
     again = predictions.classify(digits_model, x, 25)
     np.testing.assert_array_equal(result.probs, again.probs)  # seeded: reruns show the same numbers
     table = predictions.classification_table(result, list("abcd"))
@@ -62,6 +70,7 @@ def test_one_sample_has_no_epistemic_part(digits_model):
 
 def test_regress_and_fan(toy_model):
     x = np.array([[0.1], [0.3], [2.0]], dtype=np.float32)
+    before = state(toy_model)
     result = predictions.regress(toy_model, x, 200)
     assert result.sample_mean.shape == (200, 3, 1) and result.draws.shape == (200, 3, 1)
     np.testing.assert_allclose(result.std**2, result.aleatoric_std**2 + result.epistemic_std**2, rtol=1e-4)
@@ -72,7 +81,7 @@ def test_regress_and_fan(toy_model):
     data = predictions.fan_chart_data(toy_model, -0.5, 1.0, 40, num_points=50)
     assert data["x"].shape == (50,) and data["draws"].shape == (30, 50)
     assert (data["lower"] <= data["epistemic_lower"] + 1e-6).all()
-    assert estimators(toy_model) == {PredictEstimator.auto}
+    assert unchanged(toy_model, before)
     with pytest.raises(ValueError, match="low < high"):
         predictions.fan_chart_data(toy_model, 1.0, 0.0, 10)
 
@@ -89,8 +98,29 @@ def test_test_examples_only_for_bundled_data():
         predictions.test_examples("data: [unclosed\n")
 
 
-def test_predict_estimator_is_restored_after_an_error(digits_model):
-    with pytest.raises(RuntimeError, match="boom"), predictions.predict_estimator(digits_model.net, "mean"):
-        assert estimators(digits_model) == {PredictEstimator.mean}
-        raise RuntimeError("boom")
-    assert estimators(digits_model) == {PredictEstimator.auto}
+def test_sessions_sharing_a_model_do_not_see_each_others_estimator(digits_model):
+    """Two threads (two dashboard sessions) use one cached model with different estimators at once."""
+    import threading
+
+    x = torch.as_tensor(np.random.default_rng(2).random((3, 1, 8, 8), dtype=np.float32))
+    point = digits_model.sample_predictions(x, 1, estimator=PredictEstimator.mean)
+    sampled = digits_model.sample_predictions(x, 20, generator=torch.Generator().manual_seed(5))
+    errors = []
+
+    def session(estimator, expected, seeded):
+        for _ in range(30):
+            generator = torch.Generator().manual_seed(5) if seeded else None
+            out = digits_model.sample_predictions(x, expected.shape[0], estimator=estimator, generator=generator)
+            if not torch.allclose(out, expected, atol=1e-6):
+                errors.append(estimator)
+
+    threads = [
+        threading.Thread(target=session, args=(PredictEstimator.mean, point, False)),
+        threading.Thread(target=session, args=(None, sampled, True)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors  # a thread that saw the other's estimator gets different numbers
+    assert not torch.allclose(sampled[0], sampled[1])  # the sampled session really samples

@@ -1,0 +1,116 @@
+"""Streamlit pieces the Predict page composes: result cards, the fan chart, download buttons.
+
+Pages stay scripts of widgets; the logic these call lives in :mod:`dashboard.predictions`,
+:mod:`dashboard.inputs` and :mod:`dashboard.charts` (no Streamlit there, unit-tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, inputs, predictions, runs
+
+
+def offer_download(frame: pd.DataFrame, run_id: str, key: str) -> None:
+    """A button that downloads the results table as CSV."""
+    st.download_button(
+        "Download results (CSV)",
+        predictions.to_csv_bytes(frame),
+        file_name=f"predictions-{run_id[:8]}.csv",
+        mime="text/csv",
+        key=key,
+    )
+
+
+def show_classification(
+    result: predictions.ClassificationResult,
+    names: list[str],
+    run_id: str,
+    previews: list | None = None,
+    captions: list[str] | None = None,
+) -> None:
+    """Per input: preview, sampled class distribution, uncertainty split and point estimate; CSV download."""
+    offer_download(predictions.classification_table(result, names), run_id, "download_classification")
+    for i, name in enumerate(names):
+        with st.container(border=True):
+            st.markdown(f"**{name}**")
+            left, middle, right = st.columns([1, 3, 2])
+            if previews is not None:
+                left.image(inputs.upscale(previews[i]), caption=captions[i] if captions else None, clamp=True)
+            k = int(result.predicted[i])
+            kp = int(result.point_predicted[i])
+            right.metric("Predicted class", result.class_names[k])
+            right.markdown(f"p = **{result.mean[i, k]:.3f}** ± {result.std[i, k]:.3f} across samples")
+            right.metric("Predictive entropy (nats)", f"{result.predictive_entropy[i]:.3f}")
+            a, b = right.columns(2)
+            a.metric("Aleatoric", f"{result.expected_entropy[i]:.3f}", help="expected entropy (nats)")
+            b.metric("Epistemic", f"{result.mutual_information[i]:.3f}", help="mutual information (nats)")
+            right.metric(
+                "Point estimate",
+                f"{result.class_names[kp]} (p = {result.point_probs[i, kp]:.3f})",
+                help="the network with every weight at its posterior mean: one deterministic answer",
+            )
+            middle.plotly_chart(charts.class_distribution(result, i), key=f"dist_{i}")
+            middle.plotly_chart(charts.uncertainty_split(result, i), key=f"split_{i}")
+
+
+def show_regression(result: predictions.RegressionResult, frame: pd.DataFrame, run_id: str) -> None:
+    """The table of all rows, then one row's sampled predictive distribution in detail."""
+    out = predictions.regression_table(result, frame)
+    offer_download(out, run_id, "download_regression")
+    row = 0
+    if len(out) > 1:
+        st.dataframe(out, hide_index=True, key="regression_table")
+        row = st.selectbox("Row to inspect", list(range(len(out))), key="regression_row")
+    name = result.target_names[0]
+    cols = st.columns(4)
+    cols[0].metric(f"Mean {name}", f"{result.mean[row, 0]:.4g}")
+    cols[1].metric(
+        "Std",
+        f"{result.std[row, 0]:.4g}",
+        help=f"aleatoric {result.aleatoric_std[row, 0]:.3g}, epistemic {result.epistemic_std[row, 0]:.3g}",
+    )
+    cols[2].metric("95% interval", f"[{result.lower[row, 0]:.4g}, {result.upper[row, 0]:.4g}]")
+    cols[3].metric("Point estimate", f"{result.point_mean[row, 0]:.4g}")
+    st.plotly_chart(charts.regression_distribution(result, row), key="regression_dist")
+
+
+def show_result(result, names: list[str], frame: pd.DataFrame, run_id: str) -> None:
+    """:func:`show_classification` or :func:`show_regression`, by the result's type."""
+    if isinstance(result, predictions.RegressionResult):
+        show_regression(result, frame, run_id)
+    else:
+        show_classification(result, names, run_id)
+
+
+def fan_chart(module, num_samples: int, train_sample: Callable[[], pd.DataFrame]) -> None:
+    """Fan chart of sampled functions over an x range, with the training data when logged."""
+    pre = module.preprocessing
+    st.subheader("Sampled functions over an x range")
+    feature, target = pre.feature_names[0], module.output_names()[0]
+    low, high = predictions.fan_range(pre)
+    c1, c2 = st.columns(2)
+    x_low = c1.number_input(f"{feature} from", value=low, format="%.3f", key="fan_low")
+    x_high = c2.number_input(f"{feature} to", value=high, format="%.3f", key="fan_high")
+    try:
+        data = predictions.fan_chart_data(module, float(x_low), float(x_high), num_samples)
+    except ValueError as err:
+        st.error(f"Cannot draw the fan chart: {err}")
+        return
+    try:
+        train = train_sample()
+        if feature not in train or target not in train:
+            st.caption(f"The logged training sample has no '{feature}'/'{target}' columns; not overlaid.")
+            train = None
+    except runs.ArtifactMissing:
+        st.caption("Training data not logged for this run (data/train_sample.csv); the shaded band is its x range.")
+        train = None
+    st.plotly_chart(charts.fan_chart(data, train, pre.train_range, feature, target), key="fan_chart")
+    spread = data["std"]
+    st.caption(
+        f"Predictive std ranges from {spread.min():.3g} to {spread.max():.3g} over this range "
+        f"(largest at {feature} = {data['x'][int(spread.argmax())]:.3g})."
+    )
