@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.harness import Row, Timing, interleaved_timings, peak_memory_mb, state_mb
-from lightning_bnn.nn.layers import clear_moments_cache, set_predict_estimator
+from lightning_bnn.nn.layers import clear_moments_cache
 from lightning_bnn.training.module import BNNModule, make_adam
 
 INPUT_SHAPE = (1, 28, 28)
@@ -195,11 +195,7 @@ def predictive_rows(device: torch.device, settings: Settings, log: Callable[[str
             for estimator in ("local", "reparameterization"):
 
                 def forced(x: torch.Tensor = x, s: int = s, estimator: str = estimator) -> torch.Tensor:
-                    set_predict_estimator(module.net, estimator)
-                    try:
-                        return module.sample_predictions(x, s)
-                    finally:
-                        set_predict_estimator(module.net, "auto")
+                    return module.sample_predictions(x, s, estimator=estimator)
 
                 functions[estimator] = forced
         log(f"predictive sampling: S={s}, {batch} input(s), {settings.predict_rounds} interleaved rounds")
@@ -210,11 +206,11 @@ def predictive_rows(device: torch.device, settings: Settings, log: Callable[[str
             if key == "deterministic":
                 note = f"{s} forward passes of the nn.Linear MLP"
             elif key == "auto":
-                note = "module.sample_predictions (predict_estimator=auto), repeated: sigma kept between calls"
+                note = "module.sample_predictions (estimator auto), repeated: sigma kept between calls"
             elif key == "auto (cold)":
                 note = "the same, first call after a change of rho: sigma = softplus(rho) recomputed"
             else:
-                note = f"predict_estimator={key}, for comparison"
+                note = f"sample_predictions(estimator={key!r}), for comparison"
             row = _row(
                 name,
                 key,

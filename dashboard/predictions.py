@@ -91,23 +91,26 @@ class ClassificationResult:
         return -(self.point_probs * np.log(p)).sum(axis=1)
 
 
+#: ClassificationResult field -> the likelihood summary's attribute it is read from
+_CLASSIFICATION_FIELDS = {
+    "probs": "samples",
+    "mean": "probs",
+    "std": "probs_std",
+    "predicted": "predicted",
+    "predictive_entropy": "entropy",
+    "expected_entropy": "aleatoric",
+    "mutual_information": "mutual_information",
+}
+
+
 def classify(module, x: np.ndarray | torch.Tensor, num_samples: int, seed: int | None = 0) -> ClassificationResult:
     """Sample a classifier ``num_samples`` times for model-space inputs ``x`` ``[B, *input_shape]``."""
     check_num_samples(num_samples, "number of samples S")
     x = _tensor(x)
     summary = module.summarise(module.sample_predictions(x, num_samples, generator=_generator(seed)))
     point = module.sample_predictions(x, 1, estimator=PredictEstimator.mean)[0]
-    return ClassificationResult(
-        class_names=module.output_names(),
-        probs=summary.samples.numpy(),
-        mean=summary.probs.numpy(),
-        std=summary.probs_std.numpy(),
-        predicted=summary.predicted.numpy(),
-        predictive_entropy=summary.entropy.numpy(),
-        expected_entropy=summary.aleatoric.numpy(),
-        mutual_information=summary.mutual_information.numpy(),
-        point_probs=point.numpy(),
-    )
+    arrays = {field: getattr(summary, name).numpy() for field, name in _CLASSIFICATION_FIELDS.items()}
+    return ClassificationResult(class_names=module.output_names(), point_probs=point.numpy(), **arrays)
 
 
 @dataclass
@@ -137,6 +140,10 @@ class RegressionResult:
     point_std: np.ndarray
 
 
+#: RegressionResult fields read from the likelihood summary's attributes of the same name
+_REGRESSION_FIELDS = ("sample_mean", "sample_std", "mean", "std", "aleatoric_std", "epistemic_std", "lower", "upper")
+
+
 def regress(
     module, x: np.ndarray | torch.Tensor, num_samples: int, seed: int | None = 0, estimator: str | None = None
 ) -> RegressionResult:
@@ -159,17 +166,10 @@ def regress(
     point_mean, point_std = module.sample_predictions(x, 1, estimator=PredictEstimator.mean)
     return RegressionResult(
         target_names=module.output_names(),
-        sample_mean=summary.sample_mean.numpy(),
-        sample_std=summary.sample_std.numpy(),
         draws=draws.numpy(),
-        mean=summary.mean.numpy(),
-        std=summary.std.numpy(),
-        aleatoric_std=summary.aleatoric_std.numpy(),
-        epistemic_std=summary.epistemic_std.numpy(),
-        lower=summary.lower.numpy(),
-        upper=summary.upper.numpy(),
         point_mean=point_mean[0].numpy(),
         point_std=point_std[0].numpy(),
+        **{name: getattr(summary, name).numpy() for name in _REGRESSION_FIELDS},
     )
 
 

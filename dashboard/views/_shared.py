@@ -120,6 +120,17 @@ def pick_run(table: pd.DataFrame, key: str, label: str = "Run") -> str:
     return st.selectbox(label, ids, index=index, format_func=run_label(table), key=key)
 
 
+def run_page(title: str, key: str) -> tuple[str, pd.DataFrame, str]:
+    """The head of a one-run page: its title, the runs table (or a message and stop) and the picked run.
+
+    Returns:
+        (tracking URI, runs table, picked run id).
+    """
+    st.title(title)
+    table = load_runs_or_stop()
+    return tracking_uri(), table, pick_run(table, key=key)
+
+
 def pick_runs(table: pd.DataFrame, key: str, default_count: int = 3) -> list[str]:
     """A multiselect of runs, defaulting to the selected runs (else the newest few); writes back the choice."""
     ids = list(table["run_id"])

@@ -8,10 +8,7 @@ from dashboard import inputs, predictions, runs, widgets
 from dashboard.views import _shared as shared
 from lightning_bnn.data.preprocessing import ImagePreprocessing, TabularPreprocessing
 
-uri = shared.tracking_uri()
-st.title("Predict")
-table = shared.load_runs_or_stop()
-run_id = shared.pick_run(table, key="predict_run")
+uri, table, run_id = shared.run_page("Predict", key="predict_run")
 try:
     module = shared.model(uri, run_id)
 except (runs.RunLoadError, runs.StoreError) as err:

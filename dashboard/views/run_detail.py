@@ -6,10 +6,7 @@ from dashboard import charts, runs
 from dashboard.views import _shared as shared
 from lightning_bnn.tracking import artifacts
 
-uri = shared.tracking_uri()
-st.title("Run detail")
-table = shared.load_runs_or_stop()
-run_id = shared.pick_run(table, key="detail_run")
+uri, table, run_id = shared.run_page("Run detail", key="detail_run")
 
 try:
     info = shared.run_info(uri, run_id)

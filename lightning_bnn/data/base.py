@@ -75,6 +75,11 @@ class BaseDataModule(L.LightningDataModule):
         self.num_workers = _check_int(num_workers, "data.num_workers", low=0)
         self._splits: Splits | None = None
 
+    def set_split_fractions(self, val_fraction: float, test_fraction: float) -> None:
+        """Validate and keep the fractions of a random split (``data.val_fraction``, ``data.test_fraction``)."""
+        self.val_fraction = _check_fraction(val_fraction, "data.val_fraction")
+        self.test_fraction = _check_fraction(test_fraction, "data.test_fraction")
+
     # what the model needs -------------------------------------------------------------------
     @property
     def task(self) -> str:
@@ -227,11 +232,8 @@ class DigitsDataModule(BaseDataModule):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images), pixels scaled to [0, 1].
 
     Args:
-        val_fraction: fraction of images held out for validation.
-        test_fraction: fraction held out for testing.
-        batch_size: minibatch size.
-        seed: seed of the split.
-        num_workers: DataLoader workers.
+        val_fraction, test_fraction: fractions of the images held out for validation and testing.
+        batch_size, seed, num_workers: as :class:`BaseDataModule` (``seed`` seeds the split).
     """
 
     name = "digits"
@@ -245,8 +247,7 @@ class DigitsDataModule(BaseDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
-        self.val_fraction = _check_fraction(val_fraction, "data.val_fraction")
-        self.test_fraction = _check_fraction(test_fraction, "data.test_fraction")
+        self.set_split_fractions(val_fraction, test_fraction)
 
     @property
     def input_shape(self) -> list[int]:

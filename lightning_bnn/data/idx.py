@@ -111,7 +111,7 @@ class IdxImageDataModule(BaseDataModule):
     """28x28 grayscale images from IDX files; validation split cut from the training set.
 
     Args:
-        data_dir: folder with the four IDX files (plain or .gz).
+        data_dir: folder with the four IDX files (plain or .gz); default: the class's ``default_dir``.
         val_size: training images held out for validation.
         train_subset: use only this many training images (for quick runs); None for all.
         batch_size: minibatch size.
@@ -122,9 +122,12 @@ class IdxImageDataModule(BaseDataModule):
     class_names: list[str] = [str(i) for i in range(10)]
     pixel_divisor: float = 255.0
 
+    #: the folder of the IDX files when ``data_dir`` is not given
+    default_dir: str | None = None
+
     def __init__(
         self,
-        data_dir: str,
+        data_dir: str | None = None,
         val_size: int = 5000,
         train_subset: int | None = None,
         batch_size: int = 128,
@@ -132,7 +135,9 @@ class IdxImageDataModule(BaseDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
-        self.data_dir = Path(data_dir).expanduser()
+        if data_dir is None and self.default_dir is None:
+            raise ValueError(f"data.data_dir: {type(self).__name__} needs the folder of its IDX files")
+        self.data_dir = Path(data_dir or self.default_dir).expanduser()
         self.val_size = _check_int(val_size, "data.val_size")
         self.train_subset = None if train_subset is None else _check_int(train_subset, "data.train_subset")
 
@@ -192,21 +197,15 @@ class IdxImageDataModule(BaseDataModule):
 
 
 class FashionMNISTDataModule(IdxImageDataModule):
-    """Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (no download)."""
+    """Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (no download).
+
+    ``data_dir`` defaults to :data:`FASHION_MNIST_DIR` (where the package puts the files); the
+    other arguments are :class:`IdxImageDataModule`'s.
+    """
 
     name = "fashion_mnist"
     class_names = FASHION_MNIST_CLASSES
-
-    def __init__(
-        self,
-        data_dir: str = FASHION_MNIST_DIR,
-        val_size: int = 5000,
-        train_subset: int | None = None,
-        batch_size: int = 128,
-        seed: int = 0,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__(data_dir, val_size, train_subset, batch_size, seed, num_workers)
+    default_dir = FASHION_MNIST_DIR
 
     def missing_files_message(self, missing: list[str]) -> str:
         return (

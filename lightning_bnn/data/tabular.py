@@ -122,11 +122,8 @@ class CSVDataModule(BaseDataModule):
         target: name of the target column.
         task: ``classification`` or ``regression``.
         feature_columns: feature columns to use (default: every other column).
-        val_fraction: fraction of rows for validation.
-        test_fraction: fraction of rows for testing.
-        batch_size: minibatch size.
-        seed: seed of the split.
-        num_workers: DataLoader workers.
+        val_fraction, test_fraction: fractions of the rows held out for validation and testing.
+        batch_size, seed, num_workers: as :class:`~lightning_bnn.data.base.BaseDataModule` (``seed`` seeds the split).
     """
 
     name = "csv"
@@ -151,17 +148,12 @@ class CSVDataModule(BaseDataModule):
         except ValueError:
             raise ValueError(f"data.task must be 'classification' or 'regression', got {task!r}") from None
         self.feature_columns = feature_columns
-        self.val_fraction = _check_fraction(val_fraction, "data.val_fraction")
-        self.test_fraction = _check_fraction(test_fraction, "data.test_fraction")
+        self.set_split_fractions(val_fraction, test_fraction)
         self._meta: dict | None = None
 
     @property
     def task(self) -> str:
         return self._task.value
-
-    @property
-    def input_shape(self) -> list[int]:
-        return [len(self.meta["feature_names"])]
 
     @property
     def num_outputs(self) -> int:
