@@ -35,6 +35,8 @@ IMAGE_FORMATS = ("PNG", "JPEG")
 MAX_CSV_ROWS = 1000
 #: most images predicted at once on the Predict page
 MAX_IMAGES = 20
+#: an upload whose lightest and darkest gray levels differ by less than this holds no ink
+MIN_CONTRAST = 24
 
 
 class InputError(ValueError):
@@ -51,6 +53,7 @@ class ProcessedImage:
         preview: the processed image as uint8 pixels ``[height, width]``, in the model's ink.
         inverted: whether the upload was dark ink on a light background and was inverted.
         original_size: (width, height) of the upload.
+        warnings: why the upload may hold no digit or item (no ink, too small); the model answers anyway.
     """
 
     name: str
@@ -58,6 +61,7 @@ class ProcessedImage:
     preview: np.ndarray
     inverted: bool
     original_size: tuple[int, int]
+    warnings: tuple[str, ...] = ()
 
     @property
     def caption(self) -> str:
@@ -153,9 +157,29 @@ def image_to_model_input(name: str, data: bytes, preprocessing: Preprocessing | 
     if not isinstance(preprocessing, ImagePreprocessing):
         raise InputError("this model does not take images")
     image = open_image(name, data)
-    preview, inverted = preprocessing.fit_picture(to_grayscale(image))
+    gray = to_grayscale(image)
+    preview, inverted = preprocessing.fit_picture(gray)
     array = preprocessing.transform(preview)[0].numpy()
-    return ProcessedImage(name, array, preview, inverted, image.size)
+    return ProcessedImage(name, array, preview, inverted, image.size, upload_warnings(gray, preprocessing))
+
+
+def upload_warnings(gray: np.ndarray, preprocessing: ImagePreprocessing) -> tuple[str, ...]:
+    """Reasons an upload may hold nothing to classify: no ink (one colour or too little contrast), or too small."""
+    found = []
+    contrast = int(gray.max()) - int(gray.min())
+    if contrast < MIN_CONTRAST:
+        found.append(
+            "the image holds no ink: "
+            + ("it is a single colour" if contrast == 0 else f"its contrast is {contrast} gray levels out of 255")
+            + "; the prediction below is the model's answer to a blank page."
+        )
+    height, width = gray.shape
+    if height < preprocessing.height or width < preprocessing.width:
+        found.append(
+            f"the image is {width}x{height} pixels, smaller than the model's {preprocessing.width}x"
+            f"{preprocessing.height} input; it is enlarged, so the prediction may mean little."
+        )
+    return tuple(found)
 
 
 def images_to_model_inputs(

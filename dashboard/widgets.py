@@ -31,12 +31,15 @@ def show_classification(
     run_id: str,
     previews: list | None = None,
     captions: list[str] | None = None,
+    warnings: list[tuple[str, ...]] | None = None,
 ) -> None:
     """Per input: preview, sampled class distribution, uncertainty split and point estimate; CSV download."""
     offer_download(predictions.classification_table(result, names), run_id, "download_classification")
     for i, name in enumerate(names):
         with st.container(border=True):
             st.markdown(f"**{name}**")
+            for message in warnings[i] if warnings else ():
+                st.warning(f"{name}: {message}")
             left, middle, right = st.columns([1, 3, 2])
             if previews is not None:
                 left.image(inputs.upscale(previews[i]), caption=captions[i] if captions else None, clamp=True)

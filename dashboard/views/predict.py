@@ -32,7 +32,7 @@ st.caption(
 def image_inputs() -> None:
     """Uploaded images or test-set examples of an image classifier."""
     source = st.radio("Inputs", ["Upload images", "Test-set examples"], horizontal=True, key="image_source")
-    names, arrays, previews, captions = [], [], [], []
+    names, arrays, previews, captions, warnings = [], [], [], [], []
     if source == "Upload images":
         files = st.file_uploader(
             f"PNG or JPEG images, one {'digit' if pre.height == 8 else 'item'} each (up to {inputs.MAX_IMAGES})",
@@ -49,6 +49,7 @@ def image_inputs() -> None:
             st.error(message)
         names, arrays = [i.name for i in items], [i.array for i in items]
         previews, captions = [i.preview for i in items], [i.caption for i in items]
+        warnings = [i.warnings for i in items]
         if not files:
             st.info("Upload images to see the sampled class distribution.")
     else:
@@ -72,7 +73,7 @@ def image_inputs() -> None:
             captions.append("as the model sees it")
     if arrays:
         result = predictions.classify(module, np.stack(arrays), num_samples)
-        widgets.show_classification(result, names, run_id, previews, captions)
+        widgets.show_classification(result, names, run_id, previews, captions, warnings)
 
 
 def tabular_inputs() -> None:

@@ -179,3 +179,28 @@ def test_form_values():
         inputs.validate_form_values({"a": "x", "b": 1}, ["a", "b"])
     with pytest.raises(InputError, match="not a finite number"):
         inputs.validate_form_values({"a": float("nan"), "b": 1}, ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("image", "preprocessing", "expected"),
+    [
+        (Image.new("L", (64, 64), 0), DIGITS, ["single colour"]),  # all black
+        (Image.new("RGB", (64, 64), (250, 250, 250)), MNIST, ["single colour"]),  # white page
+        (
+            Image.fromarray(np.full((64, 64), 120, np.uint8) + (np.eye(64, dtype=np.uint8) * 10)),
+            DIGITS,
+            ["contrast is 10"],
+        ),
+        (Image.new("L", (1, 1), 255), MNIST, ["single colour", "1x1 pixels, smaller than the model's 28x28"]),
+        (digit_image(True, 20), MNIST, ["20x20 pixels, smaller than the model's 28x28"]),
+        (digit_image(True, 64), MNIST, []),  # a real stroke, large enough: no warning
+        (digit_image(False, 16), DIGITS, []),  # larger than the 8x8 input, with a stroke: no warning
+    ],
+)
+def test_uploads_that_hold_no_digit_are_flagged_and_still_answered(image, preprocessing, expected):
+    item = inputs.image_to_model_input("u.png", encode(image), preprocessing)
+    assert len(item.warnings) == len(expected)
+    for warning, fragment in zip(item.warnings, expected):
+        assert fragment in warning
+    assert item.array.shape == (1, preprocessing["height"], preprocessing["width"])  # the model still answers
+    assert np.isfinite(item.array).all()
