@@ -41,7 +41,7 @@ def test_toy_regression_splits_are_seeded_and_in_the_interval():
     assert not torch.equal(s.x_train, other.x_train)
     # noise: residuals around the noise-free curve have the configured std (0.02 in the paper)
     assert dm.task == "regression" and dm.input_shape == [1] and dm.num_outputs == 1
-    assert dm.preprocessing["train_range"] == [-0.2, 0.6]
+    assert list(dm.preprocessing.train_range) == [-0.2, 0.6]
     batch = next(iter(dm.train_dataloader()))
     assert batch[0].shape == (64, 1)
 
@@ -126,7 +126,7 @@ def test_fashion_mnist_from_the_debian_package():
     assert s.x_test.shape == (10000, 1, 28, 28) and s.y_test.shape == (10000,)
     assert 0.0 <= s.x_train.min() and s.x_train.max() <= 1.0
     assert set(s.y_test.tolist()) == set(range(10))
-    assert dm.preprocessing["class_names"][9] == "Ankle boot"
+    assert dm.preprocessing.class_names[9] == "Ankle boot"
 
 
 @pytest.mark.parametrize("pixel_scale", ["unit", "blundell"])
@@ -137,7 +137,7 @@ def test_mnist_from_fake_idx_files(tmp_path, pixel_scale):
     assert s.x_train.shape == (32, 1, 28, 28) and s.x_val.shape == (8, 1, 28, 28) and s.x_test.shape == (10, 1, 28, 28)
     divisor = 126.0 if pixel_scale == "blundell" else 255.0
     assert s.x_train.max().item() == pytest.approx(255 / divisor, rel=1e-6)  # the paper's pixels / 126
-    assert dm.preprocessing["scale"] == pytest.approx(255.0 / divisor)
+    assert dm.preprocessing.scale == pytest.approx(255.0 / divisor)
 
 
 def test_mnist_without_files_and_download_off(tmp_path):
@@ -179,8 +179,8 @@ def test_csv_regression_standardises_and_keeps_units(tmp_path):
     assert dm.input_shape == [2] and dm.num_outputs == 1 and dm.task == "regression"
     assert s.x_train.mean(0).abs().max() < 1e-5
     pre = dm.preprocessing
-    assert pre["feature_names"] == ["a", "b"] and pre["target_names"] == ["y"]
-    raw = s.y_train * pre["target_std"] + pre["target_mean"]
+    assert list(pre.feature_names) == ["a", "b"] and list(pre.target_names) == ["y"]
+    raw = s.y_train * pre.target_std + pre.target_mean
     assert raw.shape == (len(s.y_train), 1)
     assert len(s.y_train) + len(s.y_val) + len(s.y_test) == 40
 
@@ -189,7 +189,7 @@ def test_csv_classification_maps_labels(tmp_path):
     labels = np.array(["cat", "dog", "emu", "dog"] * 10)
     path = _write_csv(tmp_path / "data.csv", label=labels)
     dm = CSVDataModule(str(path), target="label", task="classification", feature_columns=["a", "b"])
-    assert dm.num_outputs == 3 and dm.preprocessing["class_names"] == ["cat", "dog", "emu"]
+    assert dm.num_outputs == 3 and list(dm.preprocessing.class_names) == ["cat", "dog", "emu"]
     assert dm.splits.y_train.dtype == torch.long
 
 

@@ -88,7 +88,7 @@ def test_predict_a_digit_in_the_browser(dashboard_server, browser_run, tmp_path)
     image.write_bytes(digit_png(0))
     # what the page must show: the same preprocessing and seeded sampling (S = 100) in this process
     module = load_model(browser_run[1], tracking_uri=browser_run[0])
-    processed = inputs.image_to_model_input("digit.png", image.read_bytes(), module.hparams.preprocessing)
+    processed = inputs.image_to_model_input("digit.png", image.read_bytes(), module.preprocessing)
     expected = predictions.classify(module, processed.array[None], 100)
 
     with sync_playwright() as playwright:

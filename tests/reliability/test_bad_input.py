@@ -187,7 +187,7 @@ def test_constant_columns_are_standardised_without_nan(tmp_path):
     splits = module.splits
     for tensor in (splits.x_train, splits.y_train, splits.x_test):
         assert np.isfinite(tensor.numpy()).all()
-    assert module.preprocessing["feature_std"] == [1.0, 1.0]
+    assert list(module.preprocessing.feature_std) == [1.0, 1.0]
 
 
 def test_single_class_target_is_refused(tmp_path):
