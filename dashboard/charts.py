@@ -7,14 +7,17 @@ contract the tests check (documented per function).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.predictions import ClassificationResult, RegressionResult
 from lightning_bnn.tracking.artifacts import PREDICTIVE_BAND, RELIABILITY
+
+if TYPE_CHECKING:  # the results need torch; the charts of runs and curves must not wait for it
+    from dashboard.predictions import ClassificationResult, RegressionResult
 
 TEMPLATE = "plotly_white"
 BNN_COLOUR = "#1f77b4"

@@ -151,3 +151,14 @@ def test_model_files_written_by_the_previous_format_still_load_and_predict_alike
     torch.testing.assert_close(mean, reference["mean"], atol=1e-5, rtol=0)
     torch.testing.assert_close(std, reference["std"], atol=1e-6, rtol=0)
     assert tabular.output_names() == ["y"]
+
+
+def test_the_runs_page_needs_no_torch():
+    """The first screen lists MLflow runs: its modules must not wait for torch, Lightning or the model code."""
+    code = (
+        "import sys\n"
+        "import dashboard.runs, dashboard.charts, dashboard.demo, dashboard.views._shared\n"
+        "print(sorted(k for k in ('torch', 'lightning', 'lightning_bnn.training') if k in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

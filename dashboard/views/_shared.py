@@ -12,7 +12,7 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from dashboard import predictions, runs
+from dashboard import runs
 
 SELECTED = "selected_runs"
 URI = "resolved_tracking_uri"
@@ -85,6 +85,8 @@ def model(uri: str, run_id: str):
 @st.cache_data(max_entries=4, show_spinner="Loading test examples...")
 def test_examples(uri: str, run_id: str):
     config = runs.read_text_artifact(uri, run_id, "config.yaml")
+    from dashboard import predictions  # torch: imported by the pages that predict, not by the Runs page
+
     return predictions.test_examples(config)
 
 
