@@ -125,11 +125,18 @@ def test_tabular_transform_and_inverse_by_hand():
         ({"kind": "tabular", "feature_names": ["a"], "colour": 1}, r"unknown field\(s\) \['colour'\]"),
         ({"kind": "tabular", "feature_names": ["a", "b"], "feature_mean": [0.0]}, "one value per feature"),
         ([1, 2], "must be a JSON object"),
+        ({"format_version": 1, "height": 8}, "preprocessing kind None is unknown"),  # current records name a kind
     ],
 )
 def test_bad_preprocessing_records_name_the_problem(record, message):
     with pytest.raises(PreprocessingError, match=message):
         Preprocessing.from_dict(record)
+
+
+def test_records_of_the_previous_format_without_a_kind_are_read_by_their_fields():
+    assert Preprocessing.from_dict({"target_mean": 10.0, "target_std": 2.0}).inverse_target(torch.tensor(1.0)) == 12.0
+    assert isinstance(Preprocessing.from_dict({"height": 8, "width": 8}), ImagePreprocessing)
+    assert Preprocessing.from_dict({"class_names": ["a"]}) == NoPreprocessing(class_names=("a",))
 
 
 # -- model files written before the typed contract -----------------------------------------------
