@@ -128,3 +128,24 @@ def test_regression_coverage_of_a_calibrated_gaussian_is_near_95_percent():
     values = metrics.compute()
     assert float(values["picp95"]) == pytest.approx(0.95, abs=0.01)
     assert float(values["rmse"]) == pytest.approx(1.0, abs=0.02)
+
+
+def test_risk_coverage_and_aurc_by_hand():
+    from lightning_bnn.evaluation.metrics import SelectiveRisk, risk_coverage
+
+    # four inputs, most certain first: right, wrong, right, wrong
+    coverage, risk = risk_coverage(torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    torch.testing.assert_close(coverage, torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(risk, torch.tensor([0.0, 0.5, 1 / 3, 0.5], dtype=torch.float64))
+    # as a metric: probabilities whose entropy ranks the wrong answers last give the lowest AURC
+    confident = torch.tensor([0.97, 0.03])
+    unsure = torch.tensor([0.6, 0.4])
+    target = torch.tensor([0, 0, 1, 1])  # the two unsure ones predict class 0: wrong
+    good = torch.stack([confident, confident, unsure, unsure])[None]
+    metric = SelectiveRisk()
+    metric.update(good, target)
+    assert float(metric.compute()) == pytest.approx((0 + 0 + 1 / 3 + 2 / 4) / 4, rel=1e-6)
+    bad = torch.stack([unsure, unsure, confident, confident])[None]  # sure of the wrong ones
+    metric = SelectiveRisk()
+    metric.update(bad, torch.tensor([0, 0, 1, 1]))
+    assert float(metric.compute()) == pytest.approx((1 + 1 + 2 / 3 + 2 / 4) / 4, rel=1e-6)

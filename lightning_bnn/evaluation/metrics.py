@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
+from torchmetrics import MeanMetric, MeanSquaredError, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+from torchmetrics.utilities import dim_zero_cat
 
 from lightning_bnn.nn.likelihoods import CategoricalLikelihood, GaussianLikelihood
 from lightning_bnn.nn.predictive import (
@@ -99,6 +100,49 @@ class MeanMutualInformation(MeanMetric):
         super().update(mutual_information(probs))
 
 
+def risk_coverage(uncertainty: torch.Tensor, correct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The risk-coverage curve of selective prediction (Geifman & El-Yaniv 2017).
+
+    Inputs are sorted by ``uncertainty``, most certain first (ties keep their order); at coverage
+    k/N the model answers the k most certain inputs and refuses the rest, and the risk is the
+    error rate among the answered ones: risk(k) = rac1k \sum_{i \le k} [	ext{wrong}_i].
+
+    Returns:
+        (coverage ``[N]`` = k/N for k = 1..N, risk ``[N]``).
+    """
+    order = torch.argsort(uncertainty.detach().to(torch.float64), stable=True)
+    wrong = 1.0 - correct.detach().to(torch.float64)[order]
+    k = torch.arange(1, wrong.numel() + 1, dtype=torch.float64)
+    return k / max(wrong.numel(), 1), wrong.cumsum(0) / k
+
+
+class SelectiveRisk(Metric):
+    r"""AURC: the area under the risk-coverage curve, ranking inputs by predictive entropy H[\bar p].
+
+    AURC = \frac1N \sum_{k=1}^N risk(k) (:func:`risk_coverage`); lower is better: the model's
+    errors sit among the inputs it is least sure of. Its floor is the AURC of a perfect ranking
+    at the same accuracy.
+    """
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("uncertainty", default=[], dist_reduce_fx="cat")
+        self.add_state("correct", default=[], dist_reduce_fx="cat")
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        mean = _mean_probs(probs)
+        self.uncertainty.append(predictive_entropy(probs))
+        self.correct.append((mean.argmax(dim=-1) == target).to(mean.dtype))
+
+    def compute(self) -> torch.Tensor:
+        uncertainty = dim_zero_cat(self.uncertainty)
+        correct = dim_zero_cat(self.correct)
+        return risk_coverage(uncertainty, correct)[1].mean().to(torch.float32)
+
+
 def classification_metrics(num_classes: int) -> MetricCollection:
     r"""Accuracy, NLL, Brier, ECE, entropy and mutual information of sampled class probabilities.
 
@@ -111,7 +155,9 @@ def classification_metrics(num_classes: int) -> MetricCollection:
       examples whose confidence \max_c \bar p_{n,c} falls in [(b-1)/15, b/15) (Naeini et al. 2015,
       Guo et al. 2017; torchmetrics ``MulticlassCalibrationError(n_bins=15, norm="l1")``);
     * ``entropy`` = \frac1N \sum_n H[\bar p_n] and ``mi`` = \frac1N \sum_n (H[\bar p_n] -
-      \frac1S \sum_s H[p_{s,n}]), in nats (:func:`~lightning_bnn.nn.predictive.mutual_information`).
+      \frac1S \sum_s H[p_{s,n}]), in nats (:func:`~lightning_bnn.nn.predictive.mutual_information`);
+    * ``aurc``: area under the risk-coverage curve, inputs ranked by predictive entropy
+      (:class:`SelectiveRisk`; the user-facing form of "knows when it does not know").
 
     Each metric's ``update`` takes sampled probabilities ``[S, B, C]`` and class indices ``[B]``.
     """
@@ -123,6 +169,7 @@ def classification_metrics(num_classes: int) -> MetricCollection:
             "ece": SampledCalibrationError(num_classes),
             "entropy": MeanPredictiveEntropy(),
             "mi": MeanMutualInformation(),
+            "aurc": SelectiveRisk(),
         },
         compute_groups=False,
     )
