@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as L
 import pytest
+import torch
 from bnn_testing import CONFIGS, train
 from mlflow import MlflowClient
 
@@ -40,3 +41,24 @@ def test_cosine_schedule_needs_a_finite_run():
     trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match="lr_schedule='cosine' .* set trainer.max_epochs or trainer.max_steps"):
         trainer.fit(module, datamodule=data)
+
+
+def test_rho_has_its_own_learning_rate():
+    torch.manual_seed(0)
+    module = BNNModule(input_shape=[6], num_outputs=3, hidden_sizes=[8], lr=1e-2, lr_rho=1e-4)
+    optimizer = module.configure_optimizers()
+    rest, rho = optimizer.param_groups
+    names = {id(p): n for n, p in module.named_parameters()}
+    assert {names[id(p)].rsplit(".", 1)[-1] for p in rho["params"]} == {"rho"} and rho["lr"] == 1e-4
+    assert all(not names[id(p)].endswith(".rho") for p in rest["params"]) and rest["lr"] == 1e-2
+    assert len(rest["params"]) + len(rho["params"]) == len(list(module.parameters()))
+    # Adam's first step moves every parameter by about its own learning rate
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    loss = module.training_step((torch.randn(16, 6), torch.randint(0, 3, (16,))), 0)
+    loss.backward()
+    optimizer.step()
+    moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in module.named_parameters()}
+    assert max(v for n, v in moved.items() if n.endswith(".rho")) == pytest.approx(1e-4, rel=0.05)
+    assert max(v for n, v in moved.items() if n.endswith(".mu")) == pytest.approx(1e-2, rel=0.05)
+    with pytest.raises(ValueError, match="lr_rho must be a finite number > 0"):
+        BNNModule(input_shape=[6], num_outputs=3, lr_rho=-1.0)

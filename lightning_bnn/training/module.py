@@ -41,7 +41,7 @@ MAX_TRAIN_SAMPLES = 1000
 
 
 def make_adam(
-    parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0, fused: bool = True
+    parameters: Iterable[torch.nn.Parameter] | list[dict], lr: float, weight_decay: float = 0.0, fused: bool = True
 ) -> torch.optim.Adam:
     """Adam, in PyTorch's fused (one kernel for all parameters) form where it exists for them.
 
@@ -50,9 +50,21 @@ def make_adam(
     Bayesian network's (mu, rho) pairs. The benchmarks give the deterministic baseline this
     same optimizer.
     """
-    params = list(parameters)
+    groups = list(parameters)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    params = [p for group in groups for p in group["params"]]
     usable = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True if (fused and usable) else None)
+    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, fused=True if (fused and usable) else None)
+
+
+def parameter_groups(module: torch.nn.Module, lr_rho: float | None) -> list[dict]:
+    """Adam's parameter groups: every posterior ``rho`` at ``lr_rho`` (when given), the rest at the default rate."""
+    if lr_rho is None:
+        return [{"params": list(module.parameters())}]
+    rho = [p for name, p in module.named_parameters() if name.endswith(".rho")]
+    rest = [p for name, p in module.named_parameters() if not name.endswith(".rho")]
+    return [g for g in ({"params": rest}, {"params": rho, "lr": lr_rho}) if g["params"]]
 
 
 class LRSchedule(StrEnum):
@@ -149,6 +161,9 @@ class BNNModule(L.LightningModule):
         noise: regression noise model: ``fixed``, ``learned`` or ``heteroscedastic``.
         noise_std: fixed (or starting) observation noise std, in standardised target units.
         lr: Adam learning rate.
+        lr_rho: a separate Adam learning rate for the posterior scales ``rho`` (None: ``lr``). The
+            KL's pull on rho is the same size for every weight, so a smaller rate keeps the
+            sigmas from drifting to the prior's before the data has moved them.
         weight_decay: Adam weight decay (L2), for the baselines.
         lr_schedule: ``constant`` (default) or ``cosine``: the learning rate decays from ``lr``
             to 0 along a half cosine over the run's optimizer steps (Loshchilov & Hutter 2017,
@@ -182,6 +197,7 @@ class BNNModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_schedule: LRSchedule = LRSchedule.constant,
+        lr_rho: float | None = None,
         preprocessing: dict | Preprocessing | None = None,
     ) -> None:
         super().__init__()
@@ -212,6 +228,7 @@ class BNNModule(L.LightningModule):
             "lr": _check_number(lr, "lr", 0.0, low_open=True),
             "weight_decay": _check_number(weight_decay, "weight_decay", 0.0),
             "lr_schedule": parse_enum(LRSchedule, lr_schedule, "lr_schedule"),
+            "lr_rho": None if lr_rho is None else _check_number(lr_rho, "lr_rho", 0.0, low_open=True),
             "preprocessing": Preprocessing.from_dict(preprocessing).to_dict(),
         }
         # Hyperparameters are stored as plain JSON values: checkpoints then load with
@@ -357,7 +374,10 @@ class BNNModule(L.LightningModule):
         precision = str(getattr(self._trainer, "precision", "")) if self._trainer is not None else ""
         # Lightning's 16-bit gradient scaler cannot clip gradients for an optimizer that unscales them itself
         optimizer = make_adam(
-            self.parameters(), self.hparams.lr, self.hparams.weight_decay, fused=not precision.startswith("16")
+            parameter_groups(self, self.hparams.get("lr_rho")),
+            self.hparams.lr,
+            self.hparams.weight_decay,
+            fused=not precision.startswith("16"),
         )
         if self.hparams.lr_schedule == LRSchedule.constant.value:
             return optimizer
