@@ -37,7 +37,14 @@ from pathlib import Path
 
 import torch
 
-from lightning_bnn.tracking.experiment_runs import REGRESSION_CURVE, log_figure_to_runs, record_cost, run_metrics
+from lightning_bnn.tracking.experiment_runs import (
+    REGRESSION_CURVE,
+    finished_runs,
+    get_run,
+    log_figure_to_runs,
+    record_cost,
+    run_metrics,
+)
 from lightning_bnn.tracking.store import resolve_tracking_uri
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -202,11 +209,9 @@ def regression(uri: str, epochs: int | None = None, quick: bool = False, figure:
     bands = {label: band(model, grid) for label, model in models.items()}
     from lightning_bnn.tracking.figures import band_figure
 
-    fig = band_figure(grid, bands, train_points(base))
-    log_figure_to_runs(uri, [r["run_id"] for r in rows], fig, REGRESSION_CURVE)
-    if figure is not None:
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        fig.write_html(str(figure), include_plotlyjs="cdn", full_html=True)
+    log_figure_to_runs(
+        uri, [r["run_id"] for r in rows], band_figure(grid, bands, train_points(base)), REGRESSION_CURVE, copy_to=figure
+    )
     header = [
         "model",
         "test RMSE",
@@ -269,17 +274,9 @@ def best_bbb_runs(uri: str, dataset: str = "fashion_mnist") -> list:
 
     Ordered best first, so the first is the best BBB run overall.
     """
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(f"paper-classification-{dataset}")
-    if experiment is None:
+    runs = finished_runs(uri, f"paper-classification-{dataset}", "tags.layer_type = 'bayes'", "metrics.`test/acc` DESC")
+    if runs is None:
         raise SystemExit(f"no experiment paper-classification-{dataset} in {uri}: run the classification one first")
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string="tags.layer_type = 'bayes' and attributes.status = 'FINISHED'",
-        order_by=["metrics.`test/acc` DESC"],
-    )
     best: dict[str, object] = {}
     for run in runs:
         if "test/acc" in run.data.metrics and "mlflow.parentRunId" not in run.data.tags:
@@ -291,14 +288,13 @@ def best_bbb_runs(uri: str, dataset: str = "fashion_mnist") -> list:
 
 def pruning(uri: str, run_id: str | None = None, dataset: str = "fashion_mnist", quick: bool = False) -> str:
     """Prune the best BBB run of each prior (or ``run_id``) by SNR; return the table beside the paper's Table 2."""
-    from mlflow import MlflowClient
+    import pandas as pd
 
     from lightning_bnn.tracking.pruning import prune_run
 
     if quick:
         dataset = "digits"
-    client = MlflowClient(uri)
-    runs = [client.get_run(run_id)] if run_id else best_bbb_runs(uri, dataset)
+    runs = [get_run(uri, run_id)] if run_id else best_bbb_runs(uri, dataset)
     results, notes = [], []
     for run in runs:
         start = time.perf_counter()
@@ -315,20 +311,21 @@ def pruning(uri: str, run_id: str | None = None, dataset: str = "fashion_mnist",
     header += [f"test error % ({run.info.run_name})" for run, _ in results]
     header += ["pruned file", "paper, MNIST 2x1200 (%)"]
     first = results[0][1]
-    lines = [
-        f"Data: {dataset}. Runs pruned (the best BBB run of each prior, best first): " + "; ".join(notes) + ". "
-        f"{first['total_weights']:,} weights. Test error of the posterior-mean network. Command: `{command}`.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
+    table = []
     for i, row in enumerate(first["rows"]):
         paper = PAPER_PRUNING.get(round(row["fraction"], 4))
         cells = [f"{row['fraction'] * 100:g}%", f"{row['weights_left']:,}"]
         cells += [f"{result['rows'][i]['test_error'] * 100:.2f}" for _, result in results]
         cells += [f"{row['file_bytes'] / 1e6:.2f} MB", str(paper) if paper is not None else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    markdown = pd.DataFrame(table).to_markdown(
+        index=False, headers=header, disable_numparse=True, colalign=("right",) * len(header)
+    )
+    intro = (
+        f"Data: {dataset}. Runs pruned (the best BBB run of each prior, best first): " + "; ".join(notes) + ". "
+        f"{first['total_weights']:,} weights. Test error of the posterior-mean network. Command: `{command}`."
+    )
+    return f"{intro}\n\n{markdown}"
 
 
 # -- the doc ---------------------------------------------------------------------------------------------
