@@ -14,7 +14,7 @@ import sys
 COMMANDS = {
     "runs": "lightning_bnn.cli.commands:runs_main",
     "compare": "lightning_bnn.cli.commands:compare_main",
-    "prune": "lightning_bnn.evaluation.prune:main",
+    "prune": "lightning_bnn.cli.prune:main",
     "sweep": "lightning_bnn.cli.sweep:main",
 }
 

@@ -9,15 +9,14 @@ import pytest
 import torch
 
 from lightning_bnn.evaluation.ood import (
-    OOD_HISTOGRAM,
-    OOD_HISTOGRAM_CHART,
     default_ood_sets,
     digits_28x28,
     entropy_histograms,
     evaluate_ood,
-    histogram_figure,
     ood_auroc,
 )
+from lightning_bnn.tracking.artifacts import OOD_HISTOGRAM, OOD_HISTOGRAM_CHART
+from lightning_bnn.tracking.figures import histogram_figure
 from lightning_bnn.training.module import BNNModule
 
 

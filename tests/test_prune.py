@@ -7,20 +7,20 @@ import json
 import pytest
 import torch
 
+from lightning_bnn.cli.prune import main
 from lightning_bnn.evaluation.prune import (
-    SNR_CHART,
-    SNR_RECORD,
-    TABLE,
     PruneError,
     apply_masks,
     check_fraction,
     load_pruned,
-    main,
     prune_masks,
     save_pruned,
     snr_record,
     weight_snr,
 )
+from lightning_bnn.tracking.artifacts import PRUNING_SNR as SNR_RECORD
+from lightning_bnn.tracking.artifacts import PRUNING_SNR_CHART as SNR_CHART
+from lightning_bnn.tracking.artifacts import PRUNING_TABLE as TABLE
 from lightning_bnn.training.module import BNNModule
 
 

@@ -27,13 +27,15 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lightning_bnn.data.base import BaseDataModule
-from lightning_bnn.evaluation.ood import OODCallback
+from lightning_bnn.tracking.ood_callback import OODCallback
 from lightning_bnn.tracking.recorder import MlflowRunCallback
 from lightning_bnn.tracking.store import (
     checkpoint_root,
     checkpoint_run_info,
     default_run_name,
+    download_run_artifact,
     flatten_params,
+    is_active_run,
     make_logger,
     resolve_tracking_uri,
 )
@@ -142,24 +144,15 @@ class BNNCLI(LightningCLI):
         previous = info.get("run_id")
         if previous is None or rank_zero_only.rank != 0:
             return str(ckpt_path), previous, None
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        try:
-            run = MlflowClient(uri).get_run(previous)
-        except MlflowException:
-            return str(ckpt_path), previous, None
-        return str(ckpt_path), previous, (previous if run.info.lifecycle_stage == "active" else None)
+        return str(ckpt_path), previous, (previous if is_active_run(previous, uri) else None)
 
     def _download_checkpoint(self, ckpt_uri: str, uri: str) -> str:
         """Fetch ``runs:/<id>/<path>.ckpt`` into ``<checkpoint root>/downloads/<id>/`` and fit from that file."""
-        import mlflow
-
         run_id = ckpt_uri[len("runs:/") :].strip("/").split("/")[0]
         target = checkpoint_root(uri) / "downloads" / run_id
         target.mkdir(parents=True, exist_ok=True)
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=ckpt_uri, dst_path=str(target), tracking_uri=uri)
+            local = download_run_artifact(ckpt_uri, target, uri)
         except Exception as err:  # an unknown run or a missing artifact: say which, as for a bad option
             self.parser.error(f"--ckpt_path {ckpt_uri}: cannot download it from {uri}: {err}", ex=err)
         try:  # a file from a store is untrusted: refuse pickled code now, with a clear message

@@ -1,6 +1,6 @@
 r"""Out-of-distribution detection after test: does the uncertainty rise on inputs unlike the data?
 
-After ``trainer.test`` the :class:`OODCallback` draws S predictive samples for the
+:func:`evaluate_ood` draws S predictive samples for the
 in-distribution test images and for one or more out-of-distribution (OOD) sets, scores
 each input with
 
@@ -9,7 +9,7 @@ each input with
 * the mutual information :math:`I[y; w \mid x] = H[\bar p] - \frac1S \sum_s H[p_s]`
   (epistemic part; Depeweg et al. 2018, Gal 2016),
 
-and logs the area under the ROC curve of telling OOD (positive) from in-distribution
+and computes the area under the ROC curve of telling OOD (positive) from in-distribution
 inputs by each score (torchmetrics ``BinaryAUROC``, exact thresholds). An AUROC of 0.5
 is chance; 1.0 means every OOD input scores higher than every test input. Both scores
 are divided by :math:`\log C` (their maximum) so that they lie in [0, 1].
@@ -22,10 +22,12 @@ Default OOD sets, none downloaded (chosen by the data set's ``name``):
   (the test images turned by 90 degrees);
 * any other image data: ``noise``; tabular data and regression: none (skipped).
 
-Logged metrics (per OOD set NAME): ``test/ood_auroc_entropy_NAME``,
-``test/ood_auroc_mi_NAME``, ``test/ood_mean_entropy_NAME``, ``test/ood_mean_mi_NAME``;
-artifacts ``evaluation/ood_entropy.json`` (schema in :func:`entropy_histograms`) and
-``evaluation/ood_entropy.html`` (plotly).
+Metrics (per OOD set NAME): ``test/ood_auroc_entropy_NAME``,
+``test/ood_auroc_mi_NAME``, ``test/ood_mean_entropy_NAME``, ``test/ood_mean_mi_NAME``; and
+the histogram record of :func:`entropy_histograms`. Everything here is computation: after
+``trainer.test``, :class:`lightning_bnn.tracking.ood_callback.OODCallback` logs the metrics
+and the artifacts ``evaluation/ood_entropy.json`` and ``evaluation/ood_entropy.html``
+(drawn by :func:`lightning_bnn.tracking.figures.histogram_figure`).
 """
 
 from __future__ import annotations
@@ -33,12 +35,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import BinaryAUROC
-
-from lightning_bnn.tracking.artifacts import OOD_HISTOGRAM, OOD_HISTOGRAM_CHART
 
 #: default cap on the in-distribution and on each OOD set's size
 MAX_EXAMPLES = 2000
@@ -173,31 +172,6 @@ def entropy_histograms(
     return record
 
 
-def histogram_figure(record: dict):
-    """Plotly figure of the entropy histograms (fraction of each set per bin), in vs each OOD set."""
-    import plotly.graph_objects as go
-
-    edges = record["edges"]
-    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
-    width = edges[1] - edges[0]
-    fig = go.Figure()
-    sets = [(f"{record['in_distribution']['name']} (test)", record["in_distribution"])]
-    sets += [
-        (f"{name} (AUROC H {v['auroc_entropy']:.3f}, MI {v['auroc_mi']:.3f})", v) for name, v in record["ood"].items()
-    ]
-    for label, values in sets:
-        total = max(1, values["count"])
-        fig.add_bar(x=centres, y=[c / total for c in values["counts"]], width=width, name=label, opacity=0.55)
-    fig.update_layout(
-        barmode="overlay",
-        title="Predictive entropy, in- vs out-of-distribution",
-        xaxis_title=f"predictive entropy (nats; max log C = {record['max_entropy']:.3f})",
-        yaxis_title="fraction of inputs",
-        legend={"orientation": "h", "y": -0.25},
-    )
-    return fig
-
-
 def evaluate_ood(
     model: Any,
     dataset: str,
@@ -245,54 +219,3 @@ def evaluate_ood(
         metrics[f"test/ood_mean_entropy_{name}"] = values["mean_entropy"]
         metrics[f"test/ood_mean_mi_{name}"] = values["mean_mi"]
     return metrics, record
-
-
-class OODCallback(L.Callback):
-    """After ``trainer.test``: OOD AUROCs as ``test/ood_*`` metrics, entropy histograms as artifacts.
-
-    Scores the first ``max_examples`` test inputs of the data module's ``splits`` and
-    the default OOD sets (see the module docstring). Runs on rank 0 only; does nothing
-    for regression or non-image data. The results stay in :attr:`metrics` and
-    :attr:`record` for inspection.
-
-    Args:
-        max_examples: at most this many inputs per set.
-        num_samples: predictive samples (default: the model's ``num_samples_eval``).
-        seed: seed of the noise set.
-    """
-
-    def __init__(self, max_examples: int = MAX_EXAMPLES, num_samples: int | None = None, seed: int = 0) -> None:
-        self.max_examples = max_examples
-        self.num_samples = num_samples
-        self.seed = seed
-        self.metrics: dict[str, float] = {}
-        self.record: dict | None = None
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_rank != 0 or trainer.sanity_checking:
-            return
-        datamodule = trainer.datamodule
-        splits = getattr(datamodule, "splits", None)
-        if splits is None:
-            return
-        dataset = getattr(datamodule, "name", "data")
-        # fast_dev_run tests a batch or two: score as many inputs, not thousands
-        max_examples = min(self.max_examples, 64) if trainer.fast_dev_run else self.max_examples
-        self.metrics, self.record = evaluate_ood(
-            pl_module, dataset, splits.x_test, self.num_samples, max_examples, self.seed
-        )
-        if not self.metrics:
-            return
-        for logger in trainer.loggers:
-            logger.log_metrics(self.metrics, step=trainer.global_step)
-        self._log_artifacts(trainer)
-
-    def _log_artifacts(self, trainer: L.Trainer) -> None:
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        for logger in trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                client, run_id = logger.experiment, logger.run_id
-                client.log_dict(run_id, self.record, OOD_HISTOGRAM)
-                html = histogram_figure(self.record).to_html(include_plotlyjs="cdn", full_html=True)
-                client.log_text(run_id, html, OOD_HISTOGRAM_CHART)

@@ -18,7 +18,9 @@ run's own test set, rebuilt from its ``config.yaml``: test error for classificat
 RMSE for regression. Only the weight matrices and conv kernels are pruned; biases
 (and a learned noise std) are kept, like the paper's weight counts.
 
-The results go to a child run of RUN_ID (tag ``mlflow.parentRunId``) in its experiment:
+The maths is here; :mod:`lightning_bnn.tracking.pruning` loads the run and logs the
+results, and :mod:`lightning_bnn.cli.prune` is the command. The results go to a child run
+of RUN_ID (tag ``mlflow.parentRunId``) in its experiment:
 
 * metrics ``prune/test_error`` (or ``prune/test_rmse``) and ``prune/weights_left`` with
   step = the fraction removed in per mille (0, 500, 750, 950, 980);
@@ -40,11 +42,9 @@ the file is smaller once more than a third is removed (about 13x at 95%).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,16 +54,11 @@ from safetensors.torch import load_file, save_file
 
 from lightning_bnn.nn.layers import BayesianModule
 from lightning_bnn.nn.likelihoods import ClassificationSummary, RegressionSummary
-from lightning_bnn.tracking.artifacts import PRUNING_SNR, PRUNING_SNR_CHART, PRUNING_TABLE
 
 PRUNED_FORMAT = "lightning_bnn.pruned"
 PRUNED_FORMAT_VERSION = "1"
 #: rho of a removed weight: sigma = softplus(-30) ~ 1e-13, i.e. effectively 0
 PRUNED_RHO = -30.0
-TABLE = PRUNING_TABLE
-TABLE_MD = "pruning/table.md"
-SNR_RECORD = PRUNING_SNR
-SNR_CHART = PRUNING_SNR_CHART
 SNR_BINS = 100
 
 
@@ -190,20 +185,6 @@ def snr_record(snr: dict[str, torch.Tensor], bins: int = SNR_BINS) -> dict:
     }
 
 
-def snr_figure(record: dict):
-    """Plotly figure: SNR density (left) and CDF (right), in dB."""
-    from plotly.subplots import make_subplots
-
-    edges = record["density"]["edges"]
-    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["Density", "CDF"])
-    fig.add_scatter(x=centres, y=record["density"]["density"], mode="lines", name="density", row=1, col=1)
-    fig.add_scatter(x=record["cdf"]["db"], y=record["cdf"]["fraction"], mode="lines", name="CDF", row=1, col=2)
-    fig.update_xaxes(title_text="signal-to-noise ratio (dB), 10 log10 |mu|/sigma")
-    fig.update_layout(title=f"SNR of the {record['num_weights']:,} weights", showlegend=False)
-    return fig
-
-
 # -- pruned weights file --------------------------------------------------------------------------------------
 def save_pruned(module: torch.nn.Module, masks: dict[str, torch.Tensor], path: str | Path, fraction: float) -> int:
     """Write the surviving weights as a sparse safetensors file (format in the module docstring); return bytes."""
@@ -258,143 +239,62 @@ def load_pruned(path: str | Path, module: torch.nn.Module) -> torch.nn.Module:
     return module.eval()
 
 
-# -- the run ----------------------------------------------------------------------------------------------
-def load_run(run_id: str, tracking_uri: str | None = None):
-    """(model, data module, MlflowClient, resolved URI) of an MLflow run."""
-    import yaml
-    from mlflow import MlflowClient
+# -- pruning a model at several fractions --------------------------------------------------------------------
+def prune_and_evaluate(model, loader, fractions: Sequence[float], save_dir: Path) -> tuple[list[dict], dict]:
+    """Prune ``model`` at each fraction, evaluate its mean network on ``loader`` and write each pruned file.
 
-    from lightning_bnn.data.stored import StoredDataError, datamodule_from_config
-    from lightning_bnn.tracking.store import load_model, resolve_tracking_uri
+    The model is restored to its unpruned weights afterwards.
 
-    uri = resolve_tracking_uri(tracking_uri)
-    model = load_model(run_id, tracking_uri=uri)
-    client = MlflowClient(uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = client.download_artifacts(run_id, "config.yaml", tmp)
-        except Exception as err:  # noqa: BLE001 - any failure means the config is missing
-            raise PruneError(f"run {run_id} has no config.yaml artifact to rebuild its test set") from err
-        config = yaml.safe_load(Path(local).read_text())
-    try:
-        datamodule = datamodule_from_config(config)
-    except StoredDataError as err:
-        raise PruneError(str(err)) from None
-    return model, datamodule, client, uri
-
-
-def prune_run(
-    run_id: str,
-    fractions: Sequence[float],
-    tracking_uri: str | None = None,
-    save_dir: str | Path | None = None,
-) -> dict:
-    """Prune a run at each fraction, evaluate, and log a child run; return the rows and the child run id.
+    Args:
+        model: a Bayes-by-Backprop :class:`~lightning_bnn.training.module.BNNModule`.
+        loader: the test batches.
+        fractions: fractions of the weights to remove, each in [0, 1].
+        save_dir: folder of the ``pruned-<percent>.safetensors`` files.
 
     Returns:
-        ``{"child_run_id", "total_weights", "rows": [{"fraction", "weights_left",
-        "test_error" | "test_rmse", "file_bytes"}]}``.
+        ``(rows, snr)``: rows ``{"fraction", "weights_left", "test_error" | "test_rmse", "file_bytes"}``
+        and the weights' SNR (:func:`weight_snr`).
+
+    Raises:
+        PruneError: for a bad fraction or a model without Bayesian weights.
     """
     fractions = [check_fraction(f) for f in fractions]
-    model, datamodule, client, _ = load_run(run_id, tracking_uri)
-    if model.hparams.layer_type != "bayes":
-        raise PruneError(
-            f"run {run_id} has layer_type {model.hparams.layer_type!r}: SNR pruning needs a Bayes-by-Backprop run"
-        )
-    datamodule.setup("test")
-    loader = datamodule.test_dataloader()
     snr = weight_snr(model)
-    total = sum(v.numel() for v in snr.values())
     original = {k: v.clone() for k, v in model.state_dict().items()}
     rows = []
-    save_dir = Path(save_dir) if save_dir is not None else None
-    if save_dir is not None:
-        from lightning_bnn.tracking.serialization import CONFIG_FILE, model_config
-
-        save_dir.mkdir(parents=True, exist_ok=True)
-        (save_dir / CONFIG_FILE).write_text(json.dumps(model_config(model), indent=2, sort_keys=True))
-    with tempfile.TemporaryDirectory() as tmp:
+    try:
         for fraction in fractions:
             model.load_state_dict(original)
             masks = prune_masks(snr, fraction)
             apply_masks(model, masks)
             left = int(sum(int(m.sum()) for m in masks.values()))
-            name = f"pruned-{fraction * 100:g}.safetensors"
-            target = (save_dir / name) if save_dir is not None else Path(tmp) / name
-            size = save_pruned(model, masks, target, fraction)
+            size = save_pruned(model, masks, Path(save_dir) / f"pruned-{fraction * 100:g}.safetensors", fraction)
             rows.append(
                 {"fraction": fraction, "weights_left": left, **evaluate_mean_network(model, loader), "file_bytes": size}
             )
-    model.load_state_dict(original)
-    child = _log_child(client, run_id, rows, snr, total)
-    return {"child_run_id": child, "total_weights": total, "rows": rows}
+    finally:
+        model.load_state_dict(original)
+    return rows, snr
+
+
+def point_metric(rows: list[dict]) -> str:
+    """The rows' point metric: ``test_error`` (classification) or ``test_rmse`` (regression)."""
+    return "test_error" if "test_error" in rows[0] else "test_rmse"
 
 
 def table_markdown(rows: list[dict]) -> str:
-    """The pruning table as markdown."""
-    metric = "test_error" if "test_error" in rows[0] else "test_rmse"
+    """The pruning table as markdown (pandas ``DataFrame.to_markdown``)."""
+    import pandas as pd
+
+    metric = point_metric(rows)
     head = "test error %" if metric == "test_error" else "test RMSE"
-    lines = [f"| removed | weights left | {head} | file bytes |", "|---|---|---|---|"]
-    for r in rows:
-        value = r[metric] * 100 if metric == "test_error" else r[metric]
-        lines.append(f"| {r['fraction'] * 100:g}% | {r['weights_left']} | {value:.4g} | {r['file_bytes']} |")
-    return "\n".join(lines)
-
-
-def _log_child(client, run_id: str, rows: list[dict], snr: dict[str, torch.Tensor], total: int) -> str:
-    parent = client.get_run(run_id)
-    tags = {"mlflow.parentRunId": run_id, "kind": "pruning"}
-    for key in ("task", "dataset", "layer_type", "model_family"):
-        if key in parent.data.tags:
-            tags[key] = parent.data.tags[key]
-    child = client.create_run(
-        parent.info.experiment_id, run_name=f"{parent.info.run_name or run_id[:8]}-prune", tags=tags
+    scale = 100.0 if metric == "test_error" else 1.0
+    frame = pd.DataFrame(
+        {
+            "removed": [f"{r['fraction'] * 100:g}%" for r in rows],
+            "weights left": [r["weights_left"] for r in rows],
+            head: [f"{r[metric] * scale:.4g}" for r in rows],
+            "file bytes": [r["file_bytes"] for r in rows],
+        }
     )
-    child_id = child.info.run_id
-    try:
-        client.log_param(child_id, "parent_run_id", run_id)
-        client.log_param(child_id, "fractions", json.dumps([r["fraction"] for r in rows]))
-        client.log_param(child_id, "criterion", "snr = |mu| / sigma, global over all Bayesian weight tensors")
-        client.log_param(child_id, "total_weights", total)
-        metric = "test_error" if "test_error" in rows[0] else "test_rmse"
-        for r in rows:
-            step = int(round(r["fraction"] * 1000))
-            client.log_metric(child_id, f"prune/{metric}", r[metric], step=step)
-            client.log_metric(child_id, "prune/weights_left", r["weights_left"], step=step)
-        client.log_table(child_id, {k: [r[k] for r in rows] for k in rows[0]}, TABLE)
-        client.log_text(child_id, table_markdown(rows), TABLE_MD)
-        record = snr_record(snr)
-        client.log_dict(child_id, record, SNR_RECORD)
-        client.log_text(child_id, snr_figure(record).to_html(include_plotlyjs="cdn", full_html=True), SNR_CHART)
-    except Exception:
-        client.set_terminated(child_id, "FAILED")
-        raise
-    client.set_terminated(child_id, "FINISHED")
-    return child_id
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m lightning_bnn prune RUN_ID --fractions ...``: print the table, return an exit code."""
-    parser = argparse.ArgumentParser(
-        prog="python -m lightning_bnn prune",
-        description="Remove the weights with the lowest |mu|/sigma and evaluate the pruned mean network.",
-    )
-    parser.add_argument("run_id", help="MLflow run id of a Bayes-by-Backprop run")
-    parser.add_argument(
-        "--fractions",
-        type=float,
-        nargs="+",
-        default=[0.0, 0.5, 0.75, 0.95, 0.98],
-        help="fractions of the weights to remove, each in [0, 1] (default: the paper's 0 0.5 0.75 0.95 0.98)",
-    )
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as for training)")
-    parser.add_argument("--save-dir", default=None, help="write pruned-<percent>.safetensors and model.json here")
-    args = parser.parse_args(argv)
-    try:
-        result = prune_run(args.run_id, args.fractions, args.tracking_uri, args.save_dir)
-    except (PruneError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}")
-        return 2
-    print(f"{result['total_weights']} weights; child run {result['child_run_id']}")
-    print(table_markdown(result["rows"]))
-    return 0
+    return frame.to_markdown(index=False, disable_numparse=True, colalign=("right",) * len(frame.columns))

@@ -1,9 +1,9 @@
-r"""What a run's report artifacts contain: pure computations, plus plotly charts of them.
+r"""What a run's report artifacts contain: pure computations.
 
 The functions here turn a model or sampled predictions into the JSON documents of
-:mod:`lightning_bnn.tracking.artifacts` (histograms, reliability bins, predictive band) and
-those documents into plotly figures. They do no I/O and know nothing of MLflow;
-:mod:`lightning_bnn.tracking.store` writes their output into a run.
+:mod:`lightning_bnn.tracking.artifacts` (histograms, reliability bins, predictive band).
+They do no I/O and know nothing of MLflow or plotly; :mod:`lightning_bnn.tracking.figures`
+draws the documents and :mod:`lightning_bnn.tracking.recorder` writes both into a run.
 
 * Posterior summary: per Bayesian layer, histograms of the posterior means mu, the
   standard deviations sigma = softplus(rho), and the signal-to-noise ratio
@@ -228,79 +228,3 @@ def _(summary: RegressionSummary, x: torch.Tensor, target: torch.Tensor, preproc
         level=summary.level,
     )
     return "predictive_band", doc
-
-
-# -- charts ----------------------------------------------------------------------------------------
-def _bar(hist: dict[str, list], name: str) -> Any:
-    import plotly.graph_objects as go
-
-    edges = hist["edges"]
-    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
-    widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
-    return go.Bar(x=centres, y=hist["counts"], width=widths, name=name, showlegend=False)
-
-
-def posterior_figure(summary: dict[str, Any]) -> Any:
-    """Plotly figure of a posterior summary: one row per layer, columns mu / sigma / log10 SNR."""
-    from plotly.subplots import make_subplots
-
-    layers = summary.get("layers") or []
-    rows = max(len(layers), 1)
-    titles = [f"{layer['name']} {q}" for layer in layers for q in ("mu", "sigma", "log10 |mu|/sigma")]
-    fig = make_subplots(rows=rows, cols=3, subplot_titles=titles or None)
-    for r, layer in enumerate(layers, start=1):
-        for c, key in enumerate(("mu", "sigma", "log10_snr"), start=1):
-            fig.add_trace(_bar(layer[key], f"{layer['name']} {key}"), row=r, col=c)
-    fig.update_layout(
-        title="Posterior: mu, sigma and signal-to-noise ratio per layer" if layers else "No Bayesian layers",
-        height=max(300, 260 * rows),
-        bargap=0,
-    )
-    return fig
-
-
-def reliability_figure(doc: dict[str, Any]) -> Any:
-    """Plotly reliability diagram: accuracy per confidence bin against the diagonal."""
-    import plotly.graph_objects as go
-
-    bins = doc["bins"]
-    centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
-    fig = go.Figure()
-    fig.add_trace(
-        go.Bar(
-            x=centres,
-            y=[b["accuracy"] if b["accuracy"] is not None else 0.0 for b in bins],
-            width=[b["upper"] - b["lower"] for b in bins],
-            name="accuracy",
-            customdata=[b["count"] for b in bins],
-            hovertemplate="confidence bin %{x:.2f}<br>accuracy %{y:.3f}<br>n=%{customdata}<extra></extra>",
-        )
-    )
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line={"dash": "dash"}))
-    fig.update_layout(
-        title=f"Reliability on the test set (ECE {doc['ece']:.4f}, {doc['num_bins']} bins)",
-        xaxis_title="confidence",
-        yaxis_title="accuracy",
-        xaxis_range=[0, 1],
-        yaxis_range=[0, 1],
-        bargap=0,
-    )
-    return fig
-
-
-def predictive_band_figure(doc: dict[str, Any]) -> Any:
-    """Plotly chart of the predictive mean, its 95% band and the test targets."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=doc["x"], y=doc["upper"], mode="lines", line={"width": 0}, showlegend=False))
-    fig.add_trace(
-        go.Scatter(x=doc["x"], y=doc["lower"], mode="lines", line={"width": 0}, fill="tonexty", name="95% band")
-    )
-    fig.add_trace(go.Scatter(x=doc["x"], y=doc["mean"], mode="lines", name="predictive mean"))
-    fig.add_trace(go.Scatter(x=doc["x"], y=doc["target"], mode="markers", name="test targets", marker={"size": 4}))
-    if doc.get("train_range"):
-        low, high = doc["train_range"]
-        fig.add_vrect(x0=low, x1=high, opacity=0.08, line_width=0, annotation_text="training range")
-    fig.update_layout(title="Predictive band on the test inputs", xaxis_title=doc["feature"], yaxis_title="target")
-    return fig

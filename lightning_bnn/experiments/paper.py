@@ -13,7 +13,7 @@
 * ``regression`` (Figure 5): BBB vs a deterministic network on the toy curve
   (``configs/toy_regression.yaml`` plus ``toy_bbb.yaml`` / ``toy_deterministic.yaml``),
   with the predictive band of both drawn beyond the training interval.
-* ``pruning`` (section 5.1 / Table 2): :mod:`lightning_bnn.evaluation.prune` on the BBB run of
+* ``pruning`` (section 5.1 / Table 2): :mod:`lightning_bnn.tracking.pruning` on the BBB run of
   the classification experiment with the lowest test error (or ``--run``).
 
 Each run goes to MLflow (experiment ``paper-<name>``, tagged ``experiment``) with its
@@ -37,6 +37,14 @@ from pathlib import Path
 
 import torch
 
+from lightning_bnn.tracking.experiment_runs import (
+    REGRESSION_CURVE,
+    finished_runs,
+    get_run,
+    log_figure_to_runs,
+    record_cost,
+    run_metrics,
+)
 from lightning_bnn.tracking.store import resolve_tracking_uri
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -70,8 +78,6 @@ def train_run(configs: Sequence[Path], uri: str, experiment: str, run_name: str,
     The wall time and the process CPU time (all threads) are logged as ``wall_time_s`` and
     ``cpu_time_s``: on a shared machine the CPU time is the steadier measure of the cost.
     """
-    from mlflow import MlflowClient
-
     from lightning_bnn.cli.app import main
 
     args = ["fit"]
@@ -86,18 +92,8 @@ def train_run(configs: Sequence[Path], uri: str, experiment: str, run_name: str,
     cli = main([*args, *extra])
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     run_id = cli.trainer.logger.run_id
-    client = MlflowClient(uri)
-    client.log_metric(run_id, "wall_time_s", wall)
-    client.log_metric(run_id, "cpu_time_s", cpu)
-    client.log_param(run_id, "torch_threads", torch.get_num_threads())
-    client.set_tag(run_id, "experiment", experiment)
+    record_cost(uri, run_id, experiment, wall, cpu, torch.get_num_threads())
     return run_id, wall
-
-
-def _metrics(uri: str, run_id: str) -> dict[str, float]:
-    from mlflow import MlflowClient
-
-    return dict(MlflowClient(uri).get_run(run_id).data.metrics)
 
 
 def _fmt(value: float | None, digits: int = 3, scale: float = 1.0) -> str:
@@ -139,7 +135,7 @@ def classification(
         config, label = CLASSIFICATION_VARIANTS[variant]
         name = f"{variant}-{units}-{used_epochs}ep"
         run_id, wall = train_run([base, EXPERIMENT_CONFIGS / config], uri, experiment, name, *extra)
-        m = _metrics(uri, run_id)
+        m = run_metrics(uri, run_id)
         rows.append({"variant": variant, "label": label, "run_id": run_id, "wall": wall, **m})
         rows[-1]["threads"] = torch.get_num_threads()
         print(f"[experiments] {variant}: test/acc={m.get('test/acc')} wall={wall:.0f}s run={run_id}", flush=True)
@@ -208,19 +204,14 @@ def regression(uri: str, epochs: int | None = None, quick: bool = False, figure:
     for variant, (config, label) in REGRESSION_VARIANTS.items():
         run_id, wall = train_run([base, EXPERIMENT_CONFIGS / config], uri, experiment, f"toy-{variant}", *extra)
         models[label] = load_model(run_id, tracking_uri=uri)
-        rows.append({"label": label, "run_id": run_id, "wall": wall, **_metrics(uri, run_id)})
+        rows.append({"label": label, "run_id": run_id, "wall": wall, **run_metrics(uri, run_id)})
     grid = torch.linspace(-0.5, 1.2, 341)[:, None]
     bands = {label: band(model, grid) for label, model in models.items()}
-    fig = band_figure(grid, bands, train_points(base))
-    html = fig.to_html(include_plotlyjs="cdn", full_html=True)
-    from mlflow import MlflowClient
+    from lightning_bnn.tracking.figures import band_figure
 
-    client = MlflowClient(uri)
-    for r in rows:
-        client.log_text(r["run_id"], html, "evaluation/regression_curve.html")
-    if figure is not None:
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        figure.write_text(html)
+    log_figure_to_runs(
+        uri, [r["run_id"] for r in rows], band_figure(grid, bands, train_points(base)), REGRESSION_CURVE, copy_to=figure
+    )
     header = [
         "model",
         "test RMSE",
@@ -277,59 +268,15 @@ def train_points(config: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return splits.x_train[:, 0], splits.y_train[:, 0]
 
 
-def band_figure(grid: torch.Tensor, bands: dict[str, dict], points: tuple[torch.Tensor, torch.Tensor]):
-    """Plotly figure in the style of the paper's Figure 5: one panel per model, band and training points."""
-    from plotly.subplots import make_subplots
-
-    x = grid[:, 0].tolist()
-    fig = make_subplots(rows=1, cols=len(bands), subplot_titles=list(bands), shared_yaxes=True)
-    for col, b in enumerate(bands.values(), start=1):
-        fig.add_scatter(x=x, y=b["upper"].tolist(), mode="lines", line={"width": 0}, showlegend=False, row=1, col=col)
-        fig.add_scatter(
-            x=x,
-            y=b["lower"].tolist(),
-            mode="lines",
-            line={"width": 0},
-            fill="tonexty",
-            fillcolor="rgba(99,110,250,0.3)",
-            name="95% band",
-            showlegend=col == 1,
-            row=1,
-            col=col,
-        )
-        fig.add_scatter(x=x, y=b["mean"].tolist(), mode="lines", name="mean", showlegend=col == 1, row=1, col=col)
-        fig.add_scatter(
-            x=points[0].tolist(),
-            y=points[1].tolist(),
-            mode="markers",
-            marker={"size": 3, "color": "black"},
-            name="training data",
-            showlegend=col == 1,
-            row=1,
-            col=col,
-        )
-    fig.update_layout(title="Regression curve (Blundell et al. 2015, Figure 5): training x in [0, 0.5]")
-    fig.update_yaxes(range=[-1.0, 2.0])
-    return fig
-
-
 # -- pruning ------------------------------------------------------------------------------------------------
 def best_bbb_runs(uri: str, dataset: str = "fashion_mnist") -> list:
     """The finished BBB runs of ``paper-classification-<dataset>`` with the highest test accuracy, one per prior.
 
     Ordered best first, so the first is the best BBB run overall.
     """
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(f"paper-classification-{dataset}")
-    if experiment is None:
+    runs = finished_runs(uri, f"paper-classification-{dataset}", "tags.layer_type = 'bayes'", "metrics.`test/acc` DESC")
+    if runs is None:
         raise SystemExit(f"no experiment paper-classification-{dataset} in {uri}: run the classification one first")
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string="tags.layer_type = 'bayes' and attributes.status = 'FINISHED'",
-        order_by=["metrics.`test/acc` DESC"],
-    )
     best: dict[str, object] = {}
     for run in runs:
         if "test/acc" in run.data.metrics and "mlflow.parentRunId" not in run.data.tags:
@@ -341,14 +288,13 @@ def best_bbb_runs(uri: str, dataset: str = "fashion_mnist") -> list:
 
 def pruning(uri: str, run_id: str | None = None, dataset: str = "fashion_mnist", quick: bool = False) -> str:
     """Prune the best BBB run of each prior (or ``run_id``) by SNR; return the table beside the paper's Table 2."""
-    from mlflow import MlflowClient
+    import pandas as pd
 
-    from lightning_bnn.evaluation.prune import prune_run
+    from lightning_bnn.tracking.pruning import prune_run
 
     if quick:
         dataset = "digits"
-    client = MlflowClient(uri)
-    runs = [client.get_run(run_id)] if run_id else best_bbb_runs(uri, dataset)
+    runs = [get_run(uri, run_id)] if run_id else best_bbb_runs(uri, dataset)
     results, notes = [], []
     for run in runs:
         start = time.perf_counter()
@@ -365,20 +311,21 @@ def pruning(uri: str, run_id: str | None = None, dataset: str = "fashion_mnist",
     header += [f"test error % ({run.info.run_name})" for run, _ in results]
     header += ["pruned file", "paper, MNIST 2x1200 (%)"]
     first = results[0][1]
-    lines = [
-        f"Data: {dataset}. Runs pruned (the best BBB run of each prior, best first): " + "; ".join(notes) + ". "
-        f"{first['total_weights']:,} weights. Test error of the posterior-mean network. Command: `{command}`.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
+    table = []
     for i, row in enumerate(first["rows"]):
         paper = PAPER_PRUNING.get(round(row["fraction"], 4))
         cells = [f"{row['fraction'] * 100:g}%", f"{row['weights_left']:,}"]
         cells += [f"{result['rows'][i]['test_error'] * 100:.2f}" for _, result in results]
         cells += [f"{row['file_bytes'] / 1e6:.2f} MB", str(paper) if paper is not None else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    markdown = pd.DataFrame(table).to_markdown(
+        index=False, headers=header, disable_numparse=True, colalign=("right",) * len(header)
+    )
+    intro = (
+        f"Data: {dataset}. Runs pruned (the best BBB run of each prior, best first): " + "; ".join(notes) + ". "
+        f"{first['total_weights']:,} weights. Test error of the posterior-mean network. Command: `{command}`."
+    )
+    return f"{intro}\n\n{markdown}"
 
 
 # -- the doc ---------------------------------------------------------------------------------------------

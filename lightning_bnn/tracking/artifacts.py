@@ -18,6 +18,7 @@ Paths are relative to the run's artifact root::
     evaluation/ood_entropy.json          classification: OOD entropy histograms and AUROCs (schema in evaluation.ood)
     evaluation/ood_entropy.html
     pruning/table.json                   child runs of ``prune``: fraction, weights_left, test error (MLflow table)
+    pruning/table.md                     the same table as markdown
     pruning/snr.json                     child runs of ``prune``: SNR density and CDF in dB (evaluation.prune)
     pruning/snr.html
 
@@ -51,5 +52,6 @@ TRAIN_SAMPLE = "data/train_sample.csv"
 OOD_HISTOGRAM = "evaluation/ood_entropy.json"
 OOD_HISTOGRAM_CHART = "evaluation/ood_entropy.html"
 PRUNING_TABLE = "pruning/table.json"
+PRUNING_TABLE_MD = "pruning/table.md"
 PRUNING_SNR = "pruning/snr.json"
 PRUNING_SNR_CHART = "pruning/snr.html"

@@ -25,7 +25,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
-from lightning_bnn.tracking import artifacts
+from lightning_bnn.tracking import artifacts, figures
 from lightning_bnn.tracking.serialization import load_model_dir, save_model
 from lightning_bnn.tracking.store import (
     CHECKPOINT_KEY,
@@ -142,17 +142,16 @@ class MlflowRunCallback(L.Callback):
                 log_pyfunc_model(client, run_id, model_dir, example, tmp / "pyfunc")
             best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
             if best and Path(best).is_file():
-                _log_file_as(client, run_id, best, artifacts.BEST_CHECKPOINT, tmp)
-            log_posterior_summary(client, run_id, pl_module, tmp)
+                _log_file_as(client, run_id, best, artifacts.BEST_CHECKPOINT)
+            log_posterior_summary(client, run_id, pl_module)
             if "train_sample" in pl_module.likelihood.run_artifacts:
-                log_train_sample(client, run_id, trainer.datamodule, tmp)
+                log_train_sample(client, run_id, trainer.datamodule)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = self._logger(trainer)
         if logger is None or trainer.datamodule is None:
             return
-        with tempfile.TemporaryDirectory() as tmp:
-            log_evaluation(logger.experiment, logger.run_id, pl_module, trainer.datamodule, Path(tmp), self.seed)
+        log_evaluation(logger.experiment, logger.run_id, pl_module, trainer.datamodule, self.seed)
 
     # -- failures -------------------------------------------------------------------------------------
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -174,8 +173,7 @@ class MlflowRunCallback(L.Callback):
             return
         last = self._last_checkpoint(trainer)
         if last is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                _log_file_as(client, run_id, last, artifacts.LAST_CHECKPOINT, Path(tmp))
+            _log_file_as(client, run_id, last, artifacts.LAST_CHECKPOINT)
 
     @staticmethod
     def _last_checkpoint(trainer: L.Trainer) -> str | None:
@@ -191,36 +189,40 @@ class MlflowRunCallback(L.Callback):
         return path
 
 
-def _log_file_as(client: Any, run_id: str, source: str | Path, artifact: str, tmp: Path) -> None:
-    """Log ``source`` under the artifact path ``artifact`` (folder and file name)."""
+def _log_file_as(client: Any, run_id: str, source: str | Path, artifact: str) -> None:
+    """Log the file ``source`` as the artifact ``artifact`` (folder and file name).
+
+    ``log_artifact`` names an upload after the local file and ``log_text``/``log_dict`` take
+    content in memory, so a checkpoint is staged (copied) under the artifact's file name.
+    """
     folder, name = os.path.split(artifact)
-    staged = tmp / "stage" / name
-    staged.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, staged)
-    client.log_artifact(run_id, str(staged), folder or None)
-    staged.unlink()
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / name
+        shutil.copyfile(source, staged)
+        client.log_artifact(run_id, str(staged), folder or None)
 
 
-def _write_chart(fig: Any, path: Path) -> None:
-    fig.write_html(str(path), include_plotlyjs="cdn", full_html=True)
+def log_json_and_chart(client: Any, run_id: str, doc: dict, json_path: str, fig: Any, html_path: str) -> None:
+    """Log a report document as strict JSON (no NaN or infinity) at ``json_path`` and its plotly chart at ``html_path``.
+
+    ``MlflowClient.log_figure`` writes the chart as HTML that loads plotly.js from its CDN.
+    """
+    client.log_text(run_id, json.dumps(doc, allow_nan=False), json_path)
+    client.log_figure(run_id, fig, html_path)
 
 
-def _log_json_and_chart(client: Any, run_id: str, doc: dict, json_path: str, html_path: str, fig: Any, tmp: Path):
-    folder = tmp / "report" / os.path.dirname(json_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / os.path.basename(json_path)).write_text(json.dumps(doc, allow_nan=False))
-    _write_chart(fig, folder / os.path.basename(html_path))
-    client.log_artifact(run_id, str(folder / os.path.basename(json_path)), os.path.dirname(json_path))
-    client.log_artifact(run_id, str(folder / os.path.basename(html_path)), os.path.dirname(html_path))
-
-
-def log_posterior_summary(client: Any, run_id: str, module: torch.nn.Module, tmp: Path) -> dict:
+def log_posterior_summary(client: Any, run_id: str, module: torch.nn.Module) -> dict:
     """Log ``posterior/summary.json`` and ``posterior/posterior.html``; returns the summary."""
-    from lightning_bnn.evaluation.reports import posterior_figure, posterior_summary
+    from lightning_bnn.evaluation.reports import posterior_summary
 
     summary = posterior_summary(module)
-    _log_json_and_chart(
-        client, run_id, summary, artifacts.POSTERIOR_SUMMARY, artifacts.POSTERIOR_CHART, posterior_figure(summary), tmp
+    log_json_and_chart(
+        client,
+        run_id,
+        summary,
+        artifacts.POSTERIOR_SUMMARY,
+        figures.posterior_figure(summary),
+        artifacts.POSTERIOR_CHART,
     )
     return summary
 
@@ -237,14 +239,14 @@ def _concat_samples(parts: list) -> torch.Tensor | tuple[torch.Tensor, ...]:
     return torch.cat([p.cpu() for p in parts], dim=1)
 
 
-#: test report name -> (JSON artifact, chart artifact, figure function name in evaluation.reports)
+#: test report name -> (JSON artifact, chart artifact, the function of :mod:`.figures` that draws it)
 TEST_REPORTS = {
-    "reliability": (artifacts.RELIABILITY, artifacts.RELIABILITY_CHART, "reliability_figure"),
-    "predictive_band": (artifacts.PREDICTIVE_BAND, artifacts.PREDICTIVE_BAND_CHART, "predictive_band_figure"),
+    "reliability": (artifacts.RELIABILITY, artifacts.RELIABILITY_CHART, figures.reliability_figure),
+    "predictive_band": (artifacts.PREDICTIVE_BAND, artifacts.PREDICTIVE_BAND_CHART, figures.predictive_band_figure),
 }
 
 
-def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, tmp: Path, seed: int = 0) -> None:
+def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, seed: int = 0) -> None:
     """Log the test-set report: the reliability diagram (classifier) or predictive band (regression).
 
     Predictions use ``num_samples_eval`` Monte Carlo samples drawn from a generator seeded with
@@ -269,10 +271,10 @@ def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, tmp: 
     summary = module.summarise(_concat_samples(predictions))
     name, doc = reports.test_report(summary, torch.cat(xs), torch.cat(ys), module.preprocessing)
     json_path, html_path, figure = TEST_REPORTS[name]
-    _log_json_and_chart(client, run_id, doc, json_path, html_path, getattr(reports, figure)(doc), tmp)
+    log_json_and_chart(client, run_id, doc, json_path, figure(doc), html_path)
 
 
-def log_train_sample(client: Any, run_id: str, datamodule: Any, tmp: Path, limit: int | None = None) -> None:
+def log_train_sample(client: Any, run_id: str, datamodule: Any, limit: int | None = None) -> None:
     """Log ``data/train_sample.csv``: up to ``limit`` training points in original units (regression)."""
     import numpy as np
     import pandas as pd
@@ -295,10 +297,7 @@ def log_train_sample(client: Any, run_id: str, datamodule: Any, tmp: Path, limit
         ["y"] if y.shape[1] == 1 else [f"y{i}" for i in range(y.shape[1])]
     )
     frame = pd.DataFrame({**dict(zip(features, x.T.numpy())), **dict(zip(targets, y.T.numpy()))})
-    path = tmp / "data" / os.path.basename(artifacts.TRAIN_SAMPLE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-    client.log_artifact(run_id, str(path), os.path.dirname(artifacts.TRAIN_SAMPLE))
+    client.log_text(run_id, frame.to_csv(index=False), artifacts.TRAIN_SAMPLE)
 
 
 # -- the MLflow pyfunc model -------------------------------------------------------------------------

@@ -286,6 +286,31 @@ def checkpoint_run_info(path: str | Path) -> dict[str, str] | None:
     return dict(info) if isinstance(info, dict) and info.get("run_id") else None
 
 
+def is_active_run(run_id: str, tracking_uri: str) -> bool:
+    """True if the store holds the run ``run_id`` and it is not deleted (a run ``fit --ckpt_path`` can continue)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return run.info.lifecycle_stage == "active"
+
+
+def download_run_artifact(artifact_uri: str, target: str | Path, tracking_uri: str) -> str:
+    """Download ``runs:/<run_id>/<path>`` into the folder ``target``; return the local path.
+
+    Raises:
+        Exception: whatever MLflow raises for an unknown run or a missing artifact.
+    """
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=artifact_uri, dst_path=str(target), tracking_uri=tracking_uri
+    )
+
+
 # -- loading a run back ------------------------------------------------------------------------------
 def parse_run(run: str) -> str:
     """The run id in ``run`` (an id or a ``runs:/<run_id>[/path]`` URI)."""

@@ -365,7 +365,9 @@ class BNNModule(L.LightningModule):
         self._epoch_start = time.perf_counter()
 
     def on_train_epoch_end(self) -> None:
-        # the slowest rank's epoch time; the learning rate is the same on every rank
+        # the slowest rank's epoch time; the learning rate is the same on every rank. Not Lightning's
+        # LearningRateMonitor: per epoch it logs the rate at the epoch's start, and names it lr-Adam
+        # unless a scheduler is configured; train/lr is the rate at the epoch's end, with or without one.
         self.log("train/epoch_time_s", time.perf_counter() - self._epoch_start, sync_dist=True, reduce_fx="max")
         if self._trainer is not None and self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], sync_dist=True)
