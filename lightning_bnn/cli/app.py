@@ -39,6 +39,7 @@ from lightning_bnn.tracking.store import (
     make_logger,
     resolve_tracking_uri,
 )
+from lightning_bnn.training.checkpoints import ModelCheckpointChoice, RestoreBestWeights
 from lightning_bnn.training.module import BNNModule
 
 
@@ -52,7 +53,13 @@ class BNNCLI(LightningCLI):
         parser.add_argument("--mlflow.tracking_uri", type=str | None, default=None, help="MLflow tracking URI")
         parser.add_argument("--mlflow.experiment", type=str | None, default=None, help="experiment name")
         parser.add_argument("--mlflow.run_name", type=str | None, default=None, help="run name")
-        parser.add_argument("--test_after_fit", type=bool, default=True, help="test the final model after fit")
+        parser.add_argument("--test_after_fit", type=bool, default=True, help="test the kept model after fit")
+        parser.add_argument(
+            "--model_checkpoint",
+            type=ModelCheckpointChoice,
+            default=ModelCheckpointChoice.best,
+            help="the weights a fit keeps, logs and tests: best (lowest val/nll) or last",
+        )
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads --ckpt_path's hyperparameters with torch.load(weights_only=True); a
@@ -115,14 +122,9 @@ class BNNCLI(LightningCLI):
                 resumed_from=resumed_from if run_id else None,
                 seed=int(config.get("seed_everything") or 0),
             )
-            extra = [record, OODCallback()]
-            # the instantiated callbacks of the config (self.config holds them unparsed)
-            callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
-            callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
-            checkpoint = (
-                [] if any(isinstance(c, ModelCheckpoint) for c in callbacks) else self._default_checkpoint(trainer_cfg)
-            )
-            kwargs["callbacks"] = [*callbacks, *extra, *checkpoint]
+            kwargs["callbacks"] = self._callbacks(trainer_cfg, [*self._restore(config), record, OODCallback()])
+        elif self._restore(config):  # no run to record: still keep the best validation epoch's weights
+            kwargs["callbacks"] = self._callbacks(trainer_cfg, self._restore(config))
         trainer = super().instantiate_trainer(**kwargs)
         if trainer.fast_dev_run and isinstance(kwargs.get("logger"), MLFlowLogger):
             # fast_dev_run swaps every logger for a DummyLogger; a run is still recorded in MLflow.
@@ -161,6 +163,18 @@ class BNNCLI(LightningCLI):
             self._refuse_pickled(ckpt_uri, err)
         self.config_init[self.subcommand]["ckpt_path"] = local  # what trainer.fit receives
         return local
+
+    def _restore(self, config: Any) -> list[L.Callback]:
+        """[RestoreBestWeights] for a ``fit`` that keeps its best validation epoch (``--model_checkpoint best``)."""
+        keep = config.get("model_checkpoint", ModelCheckpointChoice.best)
+        return [RestoreBestWeights()] if self.subcommand == "fit" and keep == ModelCheckpointChoice.best else []
+
+    def _callbacks(self, trainer_cfg: dict, extra: list[L.Callback]) -> list[L.Callback]:
+        """The config's callbacks, then ``extra`` (in order), then the default checkpoint if the config has none."""
+        callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        has_checkpoint = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+        return [*callbacks, *extra, *([] if has_checkpoint else self._default_checkpoint(trainer_cfg))]
 
     @staticmethod
     def _default_checkpoint(trainer_cfg: dict) -> list[L.Callback]:

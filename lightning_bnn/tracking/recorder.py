@@ -133,6 +133,8 @@ class MlflowRunCallback(L.Callback):
         if logger is None:
             return
         client, run_id = logger.experiment, logger.run_id
+        restored = [c.restored_epoch for c in trainer.callbacks if getattr(c, "restored_epoch", None) is not None]
+        client.set_tag(run_id, "model_checkpoint", f"best (epoch {restored[0]})" if restored else "last")
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             model_dir = save_model(pl_module, tmp / "model")
