@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lightning_bnn.tracking.artifacts import PREDICTIVE_BAND, RELIABILITY
+from lightning_bnn.tracking.artifacts import PREDICTIVE_BAND, RELIABILITY, RISK_COVERAGE
 
 if TYPE_CHECKING:  # the results need torch; the charts of runs and curves must not wait for it
     from dashboard.predictions import ClassificationResult, RegressionResult
@@ -403,8 +403,18 @@ def trace_count(fig: go.Figure) -> int:
     return len(fig.data)
 
 
-#: a run's task tag -> (artifact of its test-set report, chart of it, what it is called)
+def risk_coverage(doc: dict) -> go.Figure:
+    """Accuracy against the share of most uncertain inputs refused (the run's own chart; one trace)."""
+    from lightning_bnn.tracking.figures import risk_coverage_figure  # imports torch: only when drawn
+
+    return risk_coverage_figure(doc)
+
+
+#: a run's task tag -> [(artifact of a test-set report, chart of it, what it is called), ...]
 EVALUATION_CHARTS = {
-    "classification": (RELIABILITY, reliability_diagram, "Reliability diagram"),
-    "regression": (PREDICTIVE_BAND, predictive_band, "Predictive band"),
+    "classification": [
+        (RELIABILITY, reliability_diagram, "Reliability diagram"),
+        (RISK_COVERAGE, risk_coverage, "Selective prediction (risk-coverage)"),
+    ],
+    "regression": [(PREDICTIVE_BAND, predictive_band, "Predictive band")],
 }

@@ -484,3 +484,31 @@ def test_reliability_diagram_and_test_ece_agree_exactly_at_bin_edges():
     metrics.update(probs[None], target)  # one Monte Carlo sample: the predictive is probs itself
     assert reliability(probs, target)["ece"] == float(metrics.compute()["ece"])
     assert sum(b["count"] for b in reliability(probs, target)["bins"]) == 6
+
+
+def test_risk_coverage_by_hand():
+    from lightning_bnn.evaluation.reports import risk_coverage_doc
+
+    # ten inputs, most certain first; the two wrong ones are the least certain
+    uncertainty = torch.arange(10, dtype=torch.float64)
+    correct = torch.tensor([True] * 8 + [False] * 2)
+    doc = risk_coverage_doc(uncertainty, correct)
+    assert doc["accuracy_at"] == {"100": 0.8, "90": pytest.approx(8 / 9), "80": 1.0, "50": 1.0}
+    assert doc["coverage"][0] == 0.1 and doc["coverage"][-1] == 1.0 and len(doc["coverage"]) == 10
+    assert doc["aurc"] == pytest.approx((0 * 8 + 1 / 9 + 2 / 10) / 10)
+
+
+def test_classification_runs_log_the_risk_coverage_curve(digits_run, tmp_path):
+    from mlflow import MlflowClient
+
+    uri, run_id = digits_run
+    client = MlflowClient(uri)
+    doc = read_json(client, run_id, artifacts.RISK_COVERAGE, tmp_path)
+    assert doc["coverage"][-1] == 1.0 and len(doc["coverage"]) == len(doc["accuracy"]) <= 101
+    metrics = client.get_run(run_id).data.metrics
+    # the same model, other Monte Carlo draws: the full-coverage accuracy and the AURC agree closely
+    assert doc["accuracy_at"]["100"] == pytest.approx(metrics["test/acc"], abs=0.03)
+    assert doc["aurc"] == pytest.approx(metrics["test/aurc"], abs=0.02)
+    # refusing the least certain half removes errors: a working classifier is least sure where it is wrong
+    assert doc["accuracy_at"]["50"] > doc["accuracy_at"]["100"]
+    assert artifacts.RISK_COVERAGE_CHART in artifact_files(client, run_id)

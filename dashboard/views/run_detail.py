@@ -51,13 +51,13 @@ with posterior:
         st.error(f"The posterior summary of this run is malformed: {err}")
 
 with evaluation:
-    path, chart, kind = charts.EVALUATION_CHARTS.get(info.get("task"), charts.EVALUATION_CHARTS["regression"])
-    try:
-        st.plotly_chart(chart(shared.json_artifact(uri, run_id, path)), key="evaluation_chart")
-    except runs.ArtifactMissing as err:
-        st.warning(f"{kind} not logged for this run: {err}.")
-    except (KeyError, TypeError, ValueError) as err:
-        st.error(f"The evaluation artifact of this run is malformed: {err}")
+    for i, (path, chart, kind) in enumerate(charts.EVALUATION_CHARTS.get(info.get("task"), [])):
+        try:
+            st.plotly_chart(chart(shared.json_artifact(uri, run_id, path)), key=f"evaluation_chart_{i}")
+        except runs.ArtifactMissing as err:
+            st.warning(f"{kind} not logged for this run: {err}.")
+        except (KeyError, TypeError, ValueError) as err:
+            st.error(f"The {kind.lower()} of this run is malformed: {err}")
 
 with params:
     st.dataframe(info["params"], hide_index=True, key="detail_params")

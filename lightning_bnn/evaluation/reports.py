@@ -199,23 +199,54 @@ def original_inputs(x: torch.Tensor, preprocessing: Any) -> torch.Tensor:
     return inverse(flat) if inverse is not None else flat
 
 
+def risk_coverage_doc(uncertainty: torch.Tensor, correct: torch.Tensor, points: int = 101) -> dict[str, Any]:
+    """The ``evaluation/risk_coverage.json`` document: accuracy when the most uncertain inputs are refused.
+
+    Args:
+        uncertainty: per-input score, higher = less sure (predictive entropy).
+        correct: whether each input's prediction is right.
+        points: coverage levels kept (evenly spaced from 1/N to 1), so the document stays small.
+
+    Returns:
+        ``{"coverage": [...], "accuracy": [...], "aurc", "accuracy_at": {"100": ..., "90": ..., ...}}``:
+        accuracy of the answered inputs at each coverage, the area under the risk curve (as the
+        ``aurc`` metric), and the accuracy when 0, 10, 20 and 50% of the inputs are refused.
+    """
+    from lightning_bnn.evaluation.metrics import risk_coverage
+
+    coverage, risk = risk_coverage(uncertainty, correct.to(torch.float64))
+    n = coverage.numel()
+    keep = torch.unique(torch.linspace(0, n - 1, min(points, n)).round().long())
+    at = {str(p): float(1.0 - risk[max(0, round(n * p / 100) - 1)]) for p in (100, 90, 80, 50)}
+    return {
+        "coverage": coverage[keep].tolist(),
+        "accuracy": (1.0 - risk[keep]).tolist(),
+        "aurc": float(risk.mean()),
+        "accuracy_at": at,
+    }
+
+
 @functools.singledispatch
-def test_report(summary: Any, x: torch.Tensor, target: torch.Tensor, preprocessing: Any) -> tuple[str, dict]:
-    """The test-set report of a summary of sampled predictions: ``(name, document)``.
+def test_report(summary: Any, x: torch.Tensor, target: torch.Tensor, preprocessing: Any) -> list[tuple[str, dict]]:
+    """The test-set reports of a summary of sampled predictions: ``[(name, document), ...]``.
 
     Dispatched on the summary's type (:mod:`lightning_bnn.nn.likelihoods`): the reliability
-    diagram of a classifier, the predictive band of a regression model.
+    diagram and the risk-coverage curve of a classifier, the predictive band of a regression model.
     """
     raise TypeError(f"no test report for {type(summary).__name__}")
 
 
 @test_report.register
-def _(summary: ClassificationSummary, x: torch.Tensor, target: torch.Tensor, preprocessing: Any) -> tuple[str, dict]:
-    return "reliability", reliability(summary.probs.detach().cpu(), target.cpu())
+def _(summary: ClassificationSummary, x: torch.Tensor, target: torch.Tensor, preprocessing: Any) -> list:
+    target = target.cpu()
+    return [
+        ("reliability", reliability(summary.probs.detach().cpu(), target)),
+        ("risk_coverage", risk_coverage_doc(summary.entropy.detach().cpu(), summary.predicted.cpu() == target)),
+    ]
 
 
 @test_report.register
-def _(summary: RegressionSummary, x: torch.Tensor, target: torch.Tensor, preprocessing: Any) -> tuple[str, dict]:
+def _(summary: RegressionSummary, x: torch.Tensor, target: torch.Tensor, preprocessing: Any) -> list:
     y = preprocessing.inverse_target(target.detach().cpu().reshape(target.shape[0], -1).to(torch.float64))
     features = list(getattr(preprocessing, "feature_names", ())) or ["x"]
     doc = predictive_band(
@@ -227,4 +258,4 @@ def _(summary: RegressionSummary, x: torch.Tensor, target: torch.Tensor, preproc
         train_range=getattr(preprocessing, "train_range", None),
         level=summary.level,
     )
-    return "predictive_band", doc
+    return [("predictive_band", doc)]

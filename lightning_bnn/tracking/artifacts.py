@@ -12,6 +12,8 @@ Paths are relative to the run's artifact root::
     posterior/posterior.html             the same as a plotly chart
     evaluation/reliability.json          classification: reliability diagram on the test set
     evaluation/reliability.html
+    evaluation/risk_coverage.json        classification: accuracy when the most uncertain test inputs are refused
+    evaluation/risk_coverage.html
     evaluation/predictive_band.json      regression: predictive mean and 95% band on the test inputs
     evaluation/predictive_band.html
     data/train_sample.csv                regression: up to 2,000 training points (for the dashboard's fan chart)
@@ -46,6 +48,8 @@ POSTERIOR_SUMMARY = "posterior/summary.json"
 POSTERIOR_CHART = "posterior/posterior.html"
 RELIABILITY = "evaluation/reliability.json"
 RELIABILITY_CHART = "evaluation/reliability.html"
+RISK_COVERAGE = "evaluation/risk_coverage.json"
+RISK_COVERAGE_CHART = "evaluation/risk_coverage.html"
 PREDICTIVE_BAND = "evaluation/predictive_band.json"
 PREDICTIVE_BAND_CHART = "evaluation/predictive_band.html"
 TRAIN_SAMPLE = "data/train_sample.csv"

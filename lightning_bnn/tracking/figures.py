@@ -75,6 +75,26 @@ def reliability_figure(doc: dict[str, Any]) -> go.Figure:
     return fig
 
 
+def risk_coverage_figure(doc: dict[str, Any]) -> go.Figure:
+    """Plotly accuracy-coverage curve of selective prediction: refuse the most uncertain inputs first."""
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[100 * (1 - c) for c in doc["coverage"]],
+            y=doc["accuracy"],
+            mode="lines",
+            name="accuracy of the answered inputs",
+            hovertemplate="refused %{x:.0f}%<br>accuracy %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Selective prediction on the test set (AURC {doc['aurc']:.4f})",
+        xaxis_title="most uncertain inputs refused (%)",
+        yaxis_title="accuracy",
+    )
+    return fig
+
+
 def predictive_band_figure(doc: dict[str, Any]) -> go.Figure:
     """Plotly chart of the predictive mean, its 95% band and the test targets."""
     fig = go.Figure()

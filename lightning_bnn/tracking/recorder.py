@@ -245,6 +245,7 @@ def _concat_samples(parts: list) -> torch.Tensor | tuple[torch.Tensor, ...]:
 TEST_REPORTS = {
     "reliability": (artifacts.RELIABILITY, artifacts.RELIABILITY_CHART, figures.reliability_figure),
     "predictive_band": (artifacts.PREDICTIVE_BAND, artifacts.PREDICTIVE_BAND_CHART, figures.predictive_band_figure),
+    "risk_coverage": (artifacts.RISK_COVERAGE, artifacts.RISK_COVERAGE_CHART, figures.risk_coverage_figure),
 }
 
 
@@ -271,9 +272,9 @@ def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, seed:
     if not ys:
         return
     summary = module.summarise(_concat_samples(predictions))
-    name, doc = reports.test_report(summary, torch.cat(xs), torch.cat(ys), module.preprocessing)
-    json_path, html_path, figure = TEST_REPORTS[name]
-    log_json_and_chart(client, run_id, doc, json_path, figure(doc), html_path)
+    for name, doc in reports.test_report(summary, torch.cat(xs), torch.cat(ys), module.preprocessing):
+        json_path, html_path, figure = TEST_REPORTS[name]
+        log_json_and_chart(client, run_id, doc, json_path, figure(doc), html_path)
 
 
 def log_train_sample(client: Any, run_id: str, datamodule: Any, limit: int | None = None) -> None:
