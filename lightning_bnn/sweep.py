@@ -248,37 +248,12 @@ class Sweep:
             "sweep.sampler": self.spec.sampler,
             "sweep.trials": str(self.spec.trials),
             "sweep.pruner": str(self.spec.pruner),
-            "sweep.direction": self.spec.direction,
             "sweep.extra_args": " ".join(self.extra)[:6000],
-            **{f"sweep.fixed.{k}": cli_value(v)[:6000] for k, v in self.spec.fixed.items()},
-            **{f"sweep.space.{p.key}": json.dumps(_space_entry(p))[:6000] for p in self.spec.space},
         }
         for key, value in params.items():
             self.client.log_param(run_id, key, value)
-        with tempfile.TemporaryDirectory() as tmp:
-            spec_file = Path(tmp) / "sweep.yaml"
-            import yaml
-
-            spec_file.write_text(
-                yaml.safe_dump(
-                    {
-                        "name": self.spec.name,
-                        "study": self.study_name,
-                        "base": str(self.spec.base),
-                        "experiment": self.experiment,
-                        "metric": self.spec.metric,
-                        "direction": self.spec.direction,
-                        "sampler": self.spec.sampler,
-                        "trials": self.spec.trials,
-                        "pruner": self.spec.pruner,
-                        "fixed": self.spec.fixed,
-                        "space": {p.key: _space_entry(p) for p in self.spec.space},
-                        "extra_args": self.extra,
-                    },
-                    sort_keys=False,
-                )
-            )
-            self.client.log_artifact(run_id, str(spec_file))
+        if self.spec.source is not None:  # the sweep file as written (its space, fixed values, pruner options)
+            self.client.log_artifact(run_id, str(self.spec.source))
         study.set_user_attr(PARENT_ATTR, run_id)
         return run_id
 
@@ -555,13 +530,6 @@ def _counted(trials: list[Any]) -> int:
         for t in trials
         if not t.user_attrs.get(SURPLUS_ATTR) and not (t.state == TrialState.FAIL and t.number in retried)
     )
-
-
-def _space_entry(param: Any) -> Any:
-    if param.type == "categorical":
-        return list(param.choices)
-    entry = {"type": param.type, "low": param.low, "high": param.high, "log": param.log}
-    return entry | ({"step": param.step} if param.step is not None else {})
 
 
 def _quiet_optuna() -> None:

@@ -120,6 +120,7 @@ class SweepSpec:
         direction: ``minimize`` or ``maximize``.
         tracking_uri: MLflow store, unless given on the command line.
         storage: Optuna storage URL, unless given on the command line.
+        source: the sweep file.
     """
 
     name: str
@@ -137,6 +138,7 @@ class SweepSpec:
     direction: str = "minimize"
     tracking_uri: str | None = None
     storage: str | None = None
+    source: Path | None = None
 
     def grid(self) -> list[dict[str, Any]]:
         """The grid's points (param name -> value), in file order: the Cartesian product of the choices."""
@@ -379,6 +381,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         direction=direction,
         tracking_uri=raw.get("tracking_uri"),
         storage=raw.get("storage"),
+        source=path.resolve(),
     )
     points = len(spec.grid()) if sampler == "grid" else None
     trials = raw.get("trials", points)

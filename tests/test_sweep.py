@@ -177,6 +177,39 @@ def test_dry_run_prints_every_grid_point(tmp_path, capsys):
     assert len(lines) == 2 and "--model.prior.pi 0.25" in lines[0] and "--model.prior.pi 0.75" in lines[1]
 
 
+POP = """
+import sys, warnings
+import optuna
+from lightning_bnn.sweep_trial import open_storage
+warnings.simplefilter("ignore")
+storage = open_storage(sys.argv[1])
+study = optuna.load_study(study_name="queue", storage=storage)
+while True:
+    trial = study.ask()
+    if "fixed_params" not in storage.get_trial_system_attrs(trial._trial_id):  # the queue is empty
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        break
+    study.tell(trial, trial.suggest_int("x", 0, 1000))
+"""
+
+
+def test_enqueued_points_are_popped_once_by_concurrent_workers(tmp_path):
+    """Two processes pop 30 enqueued points from one SQLite storage: each point runs exactly once.
+
+    Without BEGIN IMMEDIATE (:func:`open_storage`), two processes can pop the same trial:
+    one then fails with UpdateFinishedTrialError when the other has already told it.
+    """
+    url = _storage(tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    study = optuna.create_study(study_name="queue", storage=url)
+    for x in range(30):
+        study.enqueue_trial({"x": x})
+    procs = [subprocess.Popen([sys.executable, "-c", POP, url], cwd=REPO, env=cli_env()) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    done = sorted(t.params["x"] for t in study.get_trials() if t.state == TrialState.COMPLETE)
+    assert done == list(range(30))
+
+
 # -- whole paths -------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_sampled_values_reach_the_fit_and_a_hopeless_trial_is_pruned(tmp_path, tracking_uri):
