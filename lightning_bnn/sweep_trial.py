@@ -7,7 +7,7 @@ name, trial id, metric, pruner), reports the metric after every validation epoch
 when the pruner says so, records :data:`PRUNED_ATTR` on the trial and stops training.
 The fit then ends normally; the sweep reads the mark and ends the trial ``PRUNED``.
 
-This module imports Lightning and Optuna only.
+This module imports Lightning, Optuna and :mod:`lightning_bnn.sweep_spec` (for the pruner) only.
 """
 
 from __future__ import annotations
