@@ -99,6 +99,48 @@ def sweep_chart(trials: pd.DataFrame, metric: str, fields: list[str]) -> go.Figu
     return _layout(fig, f"{metric} by swept field", height=360)
 
 
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def optimisation_history(study, metric: str) -> go.Figure:
+    """Optuna's optimisation history: each trial's ``metric`` and the best so far, against the trial number."""
+    from optuna.visualization import plot_optimization_history
+
+    return _layout(plot_optimization_history(study, target_name=metric), f"{metric} by trial (best so far)")
+
+
+def param_importances(study, metric: str) -> go.Figure | None:
+    """Optuna's parameter importances (fANOVA) for ``metric``; None below two finished trials or one param."""
+    from optuna.visualization import plot_param_importances
+
+    if _finished(study) < 2:
+        return None
+    try:
+        fig = plot_param_importances(study, target_name=metric)
+    except (ValueError, RuntimeError):  # e.g. every finished trial has the same params
+        return None
+    return _layout(fig, f"Importance of each field for {metric}")
+
+
+def parallel_coordinates(study, metric: str) -> go.Figure:
+    """Optuna's parallel-coordinates plot: one line per finished trial through its params to ``metric``."""
+    from optuna.visualization import plot_parallel_coordinate
+
+    return _layout(plot_parallel_coordinate(study, target_name=metric), f"{metric} across the fields", height=420)
+
+
+def two_fields(study, metric: str, fields: list[str]) -> go.Figure:
+    """Optuna's contour plot of ``metric`` over two fields, or its slice plot for one field."""
+    from optuna.visualization import plot_contour, plot_slice
+
+    if len(fields) == 2:
+        return _layout(plot_contour(study, params=fields, target_name=metric), f"{metric}: {fields[0]} x {fields[1]}")
+    return _layout(plot_slice(study, params=fields, target_name=metric), f"{metric} by {', '.join(fields)}")
+
+
 def _hist_trace(hist: dict, name: str, colour: str | None = None) -> go.Bar:
     edges = np.asarray(hist["edges"], dtype=float)
     counts = np.asarray(hist["counts"], dtype=float)

@@ -9,7 +9,10 @@ the pages cache the results. Problems the user can act on raise:
 
 Sweep convention (shared with ``lightning_bnn sweep``): a sweep's parent run has tag
 ``lightning_bnn.sweep = "true"`` and tag ``swept_fields`` (a JSON list of param names);
-its trials carry ``mlflow.parentRunId`` = the parent's run id.
+its trials carry ``mlflow.parentRunId`` = the parent's run id. A sweep run on Optuna also
+names its study: tags ``lightning_bnn.optuna_study`` and ``lightning_bnn.optuna_storage``
+(the storage URL without its password); each trial's user attribute ``mlflow_run_id``
+links it to its run.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ KEY_METRICS = (
 SWEEP_TAG = "lightning_bnn.sweep"
 SWEPT_FIELDS_TAG = "swept_fields"
 PARENT_TAG = "mlflow.parentRunId"
+STUDY_TAG = "lightning_bnn.optuna_study"
+STORAGE_TAG = "lightning_bnn.optuna_storage"
+SWEEP_COLUMNS = ["run_id", "run_name", "experiment", "swept_fields", "study", "storage", "metric", "start_time"]
 #: largest artifact (bytes) the dashboard parses
 MAX_ARTIFACT_BYTES = 50 * 1024 * 1024
 RUN_COLUMNS = [
@@ -390,13 +396,13 @@ def load_run_model(uri: str, run_id: str):
 
 
 def list_sweeps(uri: str) -> pd.DataFrame:
-    """Sweep parent runs: columns run_id, run_name, experiment, swept_fields (list), trials, start_time."""
+    """Sweep parent runs: columns :data:`SWEEP_COLUMNS` (``study``/``storage`` None for sweeps without a study)."""
 
     def read() -> pd.DataFrame:
         c = client(uri)
         experiments = {e.experiment_id: e.name for e in c.search_experiments()}
         if not experiments:
-            return pd.DataFrame(columns=["run_id", "run_name", "experiment", "swept_fields", "start_time"])
+            return pd.DataFrame(columns=SWEEP_COLUMNS)
         parents = c.search_runs(list(experiments), filter_string=f"tags.`{SWEEP_TAG}` = 'true'", max_results=500)
         rows = []
         for run in parents:
@@ -410,10 +416,13 @@ def list_sweeps(uri: str) -> pd.DataFrame:
                     "run_name": run.info.run_name or run.info.run_id[:8],
                     "experiment": experiments.get(run.info.experiment_id),
                     "swept_fields": [str(f) for f in fields] if isinstance(fields, list) else [],
+                    "study": run.data.tags.get(STUDY_TAG),
+                    "storage": run.data.tags.get(STORAGE_TAG),
+                    "metric": run.data.tags.get("lightning_bnn.sweep_metric"),
                     "start_time": _ms_to_time(run.info.start_time),
                 }
             )
-        return pd.DataFrame(rows, columns=["run_id", "run_name", "experiment", "swept_fields", "start_time"])
+        return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
     return _wrap(uri, read)
 
@@ -443,3 +452,40 @@ def sweep_trials(uri: str, parent_run_id: str, fields: list[str]) -> pd.DataFram
         return pd.DataFrame(rows)
 
     return _wrap(uri, read)
+
+
+def load_study(storage: str, study: str):
+    """The Optuna study ``study`` in ``storage`` (read for its trials and figures).
+
+    Raises:
+        StoreError: the storage cannot be opened or holds no such study.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=study, storage=storage)
+    except KeyError:
+        raise StoreError(f"the Optuna storage {storage} holds no study {study!r}") from None
+    except Exception as err:  # noqa: BLE001 - database errors of any driver
+        raise StoreError(f"could not open the Optuna storage {storage}: {type(err).__name__}: {err}") from None
+
+
+def study_trials(study) -> pd.DataFrame:
+    """A study's trials: number, state, value, each param, run_id (its MLflow run), duration_s."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get("lightning_bnn.surplus"):  # a grid worker's trial that found no point left
+            continue
+        duration = trial.duration.total_seconds() if trial.duration is not None else None
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "value": trial.value if trial.values else None,
+                **trial.params,
+                "run_id": trial.user_attrs.get("mlflow_run_id"),
+                "duration_s": duration,
+            }
+        )
+    return pd.DataFrame(rows)

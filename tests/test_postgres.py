@@ -138,3 +138,21 @@ def test_two_concurrent_runs_over_http(team_server, tmp_path):
     model = load_run_model(uri, runs["run_id"].iloc[0])
     assert model.hparams.hidden_sizes == [16]
     print(f"team server healthy after {start_seconds:.1f} s")
+
+
+def test_sweep_workers_share_an_optuna_study_on_postgresql(postgres_uri):
+    """The team server's PostgreSQL holds a second database for Optuna; two workers pop each queued point once."""
+    import optuna
+    import psycopg
+    from test_sweep import POP
+
+    with psycopg.connect(postgres_uri, autocommit=True) as connection:
+        connection.execute("CREATE DATABASE optuna")
+    url = postgres_uri.rsplit("/", 1)[0] + "/optuna"
+    study = optuna.create_study(study_name="queue", storage=url)
+    for x in range(30):
+        study.enqueue_trial({"x": x})
+    procs = [subprocess.Popen([sys.executable, "-c", POP, url], cwd=REPO, env=cli_env()) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    done = sorted(t.params["x"] for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE)
+    assert done == list(range(30))

@@ -77,6 +77,11 @@ def sweep_trials(uri: str, parent: str, fields: tuple[str, ...]) -> pd.DataFrame
     return runs.sweep_trials(uri, parent, list(fields))
 
 
+@st.cache_resource(ttl=10, max_entries=4, show_spinner=False)
+def study(storage: str, name: str):
+    return runs.load_study(storage, name)
+
+
 @st.cache_resource(max_entries=8, show_spinner="Loading the model...")
 def model(uri: str, run_id: str):
     return runs.load_run_model(uri, run_id)

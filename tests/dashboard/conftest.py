@@ -107,3 +107,57 @@ def iris_run(tmp_path_factory) -> tuple[str, str]:
     uri = f"sqlite:///{root}/mlruns/mlflow.db"
     cli = train(config, uri)
     return uri, cli.trainer.logger.run_id
+
+
+@pytest.fixture(scope="session")
+def study_store(tmp_path_factory) -> dict:
+    """A real MLflow store and a real Optuna SQLite storage holding a finished 8-trial study (no training).
+
+    The parent and child runs carry the tags ``lightning_bnn sweep`` writes; trial 7 is pruned.
+    Returns ``{"uri", "storage", "study", "parent", "runs"}`` (runs: trial number -> run id).
+    """
+    import optuna
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("study_store")
+    (root / "mlruns").mkdir()
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    storage = f"sqlite:///{root}/mlruns/optuna.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("digits-sweeps")
+    tags = {
+        "lightning_bnn.sweep": "true",
+        "swept_fields": json.dumps(["prior.pi", "prior.sigma1"]),
+        "lightning_bnn.optuna_study": "prior",
+        "lightning_bnn.optuna_storage": storage,
+        "lightning_bnn.sweep_metric": "val/nll",
+    }
+    parent = log_fake_run(client, experiment, "prior", {}, {}, tags)
+    study = optuna.create_study(study_name="prior", storage=storage, direction="minimize")
+    pi = optuna.distributions.FloatDistribution(0.1, 0.9)
+    sigma1 = optuna.distributions.FloatDistribution(0.1, 1.0, log=True)
+    run_ids = {}
+    for number in range(8):
+        params = {"prior.pi": 0.1 + 0.1 * number, "prior.sigma1": 1.0 / (1 + number)}
+        value = 0.3 + (params["prior.pi"] - 0.5) ** 2 + 0.2 * params["prior.sigma1"]
+        run_id = log_fake_run(
+            client,
+            experiment,
+            f"prior-{number:03d}",
+            params,
+            {"val/nll": value},
+            {"mlflow.parentRunId": parent, "lightning_bnn.optuna_trial": str(number)},
+        )
+        run_ids[number] = run_id
+        state = optuna.trial.TrialState.PRUNED if number == 7 else optuna.trial.TrialState.COMPLETE
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={"prior.pi": pi, "prior.sigma1": sigma1},
+                value=value,
+                state=state,
+                intermediate_values={0: value},
+                user_attrs={"mlflow_run_id": run_id},
+            )
+        )
+    return {"uri": uri, "storage": storage, "study": "prior", "parent": parent, "runs": run_ids}
