@@ -117,3 +117,62 @@ def fan_chart(module, num_samples: int, train_sample: Callable[[], pd.DataFrame]
         f"Predictive std ranges from {spread.min():.3g} to {spread.max():.3g} over this range "
         f"(largest at {feature} = {data['x'][int(spread.argmax())]:.3g})."
     )
+
+
+def study_view(sweep_row: pd.Series, load_study: Callable, select_runs: Callable[[list[str]], None]) -> None:
+    """An Optuna study: its history, importances, parallel coordinates, a slice or contour, and its trials.
+
+    Args:
+        sweep_row: the sweep's row of :func:`dashboard.runs.list_sweeps`.
+        load_study: ``(storage URL, study name) -> optuna.Study`` (cached by the page).
+        select_runs: carries the ticked trials' runs to the other pages.
+    """
+    storage = st.text_input(
+        "Optuna storage",
+        value=sweep_row["storage"] or "",
+        key="sweep_storage",
+        help="The run records the URL without its password: type it here, or set PGPASSWORD for PostgreSQL.",
+    )
+    try:
+        study = load_study(storage, sweep_row["study"])
+    except runs.StoreError as err:
+        st.error(str(err))
+        return
+    study_metric = sweep_row["metric"] or "objective"
+    trials = runs.study_trials(study)
+    st.caption(
+        f"Study `{sweep_row['study']}` · {len(trials)} trials · "
+        + " · ".join(f"{n} {s.lower()}" for s, n in trials["state"].value_counts().items())
+        if not trials.empty
+        else f"Study `{sweep_row['study']}` has no trials yet."
+    )
+    if trials.empty or "COMPLETE" not in set(trials["state"]):
+        st.info("This study has no complete trials yet.")
+    else:
+        left, right = st.columns(2)
+        left.plotly_chart(charts.optimisation_history(study, study_metric), key="study_history")
+        importances = charts.param_importances(study, study_metric)
+        if importances is None:
+            right.info("Parameter importances need two complete trials with different values.")
+        else:
+            right.plotly_chart(importances, key="study_importances")
+        st.plotly_chart(charts.parallel_coordinates(study, study_metric), key="study_parallel")
+        names = [c for c in trials.columns if c not in ("number", "state", "value", "run_id", "duration_s")]
+        pair = st.multiselect(
+            "One field (slice) or two (contour)", names, default=names[:2], max_selections=2, key="study_pair"
+        )
+        if pair:
+            st.plotly_chart(charts.two_fields(study, study_metric, pair), key="study_pair_chart")
+    st.dataframe(
+        trials,
+        hide_index=True,
+        key="study_trials",
+        on_select="rerun",
+        selection_mode="multi-row",
+        column_config={"value": st.column_config.NumberColumn(study_metric, format="%.4f")},
+    )
+    rows = (st.session_state.get("study_trials") or {}).get("selection", {}).get("rows", [])
+    picked = [r for r in trials.iloc[rows]["run_id"] if isinstance(r, str)] if rows else []
+    if st.button("Open the ticked trials' runs in Run detail", disabled=not picked, key="study_open"):
+        select_runs(picked)
+        st.switch_page("views/run_detail.py")

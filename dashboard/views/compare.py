@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import charts, runs
+from dashboard import charts, runs, widgets
 from dashboard.views import _shared as shared
 
 uri = shared.tracking_uri()
@@ -80,55 +80,7 @@ else:
     sweep_row = sweep_table.set_index("run_id").loc[parent]
     fields = list(sweep_row["swept_fields"])
     if isinstance(sweep_row["study"], str):  # an Optuna study: its trials and Optuna's figures
-        storage = st.text_input(
-            "Optuna storage",
-            value=sweep_row["storage"] or "",
-            key="sweep_storage",
-            help="The run records the URL without its password: type it here, or set PGPASSWORD for PostgreSQL.",
-        )
-        try:
-            study = shared.study(storage, sweep_row["study"])
-        except runs.StoreError as err:
-            st.error(str(err))
-            st.stop()
-        study_metric = sweep_row["metric"] or "objective"
-        trials = runs.study_trials(study)
-        st.caption(
-            f"Study `{sweep_row['study']}` · {len(trials)} trials · "
-            + " · ".join(f"{n} {s.lower()}" for s, n in trials["state"].value_counts().items())
-            if not trials.empty
-            else f"Study `{sweep_row['study']}` has no trials yet."
-        )
-        if trials.empty or "COMPLETE" not in set(trials["state"]):
-            st.info("This study has no complete trials yet.")
-        else:
-            left, right = st.columns(2)
-            left.plotly_chart(charts.optimisation_history(study, study_metric), key="study_history")
-            importances = charts.param_importances(study, study_metric)
-            if importances is None:
-                right.info("Parameter importances need two complete trials with different values.")
-            else:
-                right.plotly_chart(importances, key="study_importances")
-            st.plotly_chart(charts.parallel_coordinates(study, study_metric), key="study_parallel")
-            names = [c for c in trials.columns if c not in ("number", "state", "value", "run_id", "duration_s")]
-            pair = st.multiselect(
-                "One field (slice) or two (contour)", names, default=names[:2], max_selections=2, key="study_pair"
-            )
-            if pair:
-                st.plotly_chart(charts.two_fields(study, study_metric, pair), key="study_pair_chart")
-        st.dataframe(
-            trials,
-            hide_index=True,
-            key="study_trials",
-            on_select="rerun",
-            selection_mode="multi-row",
-            column_config={"value": st.column_config.NumberColumn(study_metric, format="%.4f")},
-        )
-        rows = (st.session_state.get("study_trials") or {}).get("selection", {}).get("rows", [])
-        picked = [r for r in trials.iloc[rows]["run_id"] if isinstance(r, str)] if rows else []
-        if st.button("Open the ticked trials' runs in Run detail", disabled=not picked, key="study_open"):
-            shared.set_selected_runs(picked)
-            st.switch_page("views/run_detail.py")
+        widgets.study_view(sweep_row, shared.study, shared.set_selected_runs)
     else:  # a sweep from before Optuna: the final metric against each field
         trials = shared.sweep_trials(uri, parent, tuple(fields))
         metric_options = [c for c in trials.columns if "/" in c]
