@@ -446,7 +446,7 @@ def unpack_copy(model: BatchedRegressor, index: int, hparams: dict) -> BNNModule
 
 
 @torch.no_grad()
-def test_metrics(module: BNNModule, x: torch.Tensor, y_original: torch.Tensor, num_samples: int) -> dict[str, float]:
+def score_module(module: BNNModule, x: torch.Tensor, y_original: torch.Tensor, num_samples: int) -> dict[str, float]:
     """Test RMSE and mean log-likelihood per point of a regular module, in original units.
 
     Uses ``sample_predictions`` (the predictive mixture of S Gaussians in original units), the
@@ -542,7 +542,7 @@ def run_model(
         y_test = dm.splits.y_test * pre["target_std"] + pre["target_mean"]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed + 2 + s)
-            metrics = test_metrics(module, dm.splits.x_test, y_test, settings.num_samples_eval)
+            metrics = score_module(module, dm.splits.x_test, y_test, settings.num_samples_eval)
         results.append(SplitResult(s, metrics["rmse"], metrics["ll"], candidate, chosen[s][1], module, dm))
     timings["test_s"] = time.perf_counter() - start
     return results, timings
