@@ -293,7 +293,8 @@ def test_command_end_to_end(tmp_path: Path, capsys):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 8
     child = next(r for r in children if r.data.tags["uci.model"] == "bbb" and r.data.tags["uci.split"] == "1")
-    assert child.data.metrics["test/rmse"] == pytest.approx(document["results"]["toyset"]["bbb"]["per_split"][1]["rmse"])
+    split_1 = document["results"]["toyset"]["bbb"]["per_split"][1]
+    assert child.data.metrics["test/rmse"] == pytest.approx(split_1["rmse"])
     assert child.info.status == "FINISHED" and child.data.params["data.split"] == "1"
     module = load_model(child.info.run_id, uri)
     assert module.hparams.layer_type == "bayes" and module.hparams.hidden_sizes == [8]
