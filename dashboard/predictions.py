@@ -299,7 +299,8 @@ def regression_table(result: RegressionResult, inputs: pd.DataFrame) -> pd.DataF
         if name in inputs:  # the observed target was uploaded too: where it falls in the predictive
             observed = pd.to_numeric(inputs[name].reset_index(drop=True), errors="coerce").to_numpy(np.float64)
             out[name] = observed
-            out.update({f"{name}_{k}": v for k, v in target_position(result, observed, d).items()})
+            for key, values in target_position(result, observed, d).items():
+                out[f"{name}_{key}"] = values
     return out
 
 
@@ -313,7 +314,7 @@ def target_position(result: RegressionResult, observed: np.ndarray, target: int 
     """
     m = torch.as_tensor(result.sample_mean[:, :, target], dtype=torch.float64)
     s = torch.as_tensor(result.sample_std[:, :, target], dtype=torch.float64)
-    y = torch.as_tensor(observed, dtype=torch.float64)
+    y = torch.tensor(np.asarray(observed, dtype=np.float64))
     quantile = torch.special.ndtr((y.unsqueeze(0) - m) / s).mean(dim=0).numpy()
     z = (observed - result.mean[:, target]) / result.std[:, target]
     inside = (observed >= result.lower[:, target]) & (observed <= result.upper[:, target])
