@@ -734,7 +734,7 @@ def run_benchmark(
                             "split": r.split,
                             "rmse": r.rmse,
                             "ll": r.ll,
-                            "val_ll": r.val_ll,
+                            "val_ll": r.val_ll if math.isfinite(r.val_ll) else None,
                             "selected": asdict(r.candidate),
                         }
                         for r in results
