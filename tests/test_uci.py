@@ -308,3 +308,13 @@ def test_command_errors(tmp_path: Path, capsys):
     assert main(["--data-dir", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().out
     assert main(["--data-dir", str(tmp_path), "--splits", "0"]) == 2
+
+
+def test_a_single_candidate_is_not_tuned(folder: Path):
+    from lightning_bnn.uci_benchmark import run_model
+
+    settings = TrainSettings(hidden_sizes=[4], epochs=2, num_samples_eval=5)
+    results, timings = run_model(folder, ModelName.bbb, [0, 2], settings, grid=[Candidate(prior_sigma=0.7)])
+    assert [r.split for r in results] == [0, 2] and all(math.isnan(r.val_ll) for r in results)
+    assert results[1].module.hparams.prior["sigma"] == 0.7 and timings["tune_s"] < 1.0
+    assert results[1].module.hparams.preprocessing == UCIDataModule(str(folder), split=2).preprocessing
