@@ -237,7 +237,29 @@ def regression_table(result: RegressionResult, inputs: pd.DataFrame) -> pd.DataF
         out[f"{name}_lower95"] = result.lower[:, d]
         out[f"{name}_upper95"] = result.upper[:, d]
         out[f"{name}_point_estimate"] = result.point_mean[:, d]
+        if name in inputs:  # the observed target was uploaded too: where it falls in the predictive
+            observed = pd.to_numeric(inputs[name].reset_index(drop=True), errors="coerce").to_numpy(np.float64)
+            out[name] = observed
+            for key, values in target_position(result, observed, d).items():
+                out[f"{name}_{key}"] = values
     return out
+
+
+def target_position(result: RegressionResult, observed: np.ndarray, target: int = 0) -> dict[str, np.ndarray]:
+    r"""Where observed targets ``[B]`` fall in their sampled predictive mixtures (original units).
+
+    Returns:
+        ``quantile``: the predictive CDF at y, :math:`\tfrac1S\sum_s \Phi((y - m_s) / s_s)` (0.5 is the
+        median; below 0.025 or above 0.975 is outside the central 95%); ``z``: (y - mean) / std;
+        ``in_95``: whether y lies in the 95% interval. NaN (``in_95`` False) where y is missing.
+    """
+    m = torch.as_tensor(result.sample_mean[:, :, target], dtype=torch.float64)
+    s = torch.as_tensor(result.sample_std[:, :, target], dtype=torch.float64)
+    y = torch.tensor(np.asarray(observed, dtype=np.float64))
+    quantile = torch.special.ndtr((y.unsqueeze(0) - m) / s).mean(dim=0).numpy()
+    z = (observed - result.mean[:, target]) / result.std[:, target]
+    inside = (observed >= result.lower[:, target]) & (observed <= result.upper[:, target])
+    return {"quantile": quantile, "z": z, "in_95": inside}
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -78,6 +79,13 @@ def show_regression(result: predictions.RegressionResult, frame: pd.DataFrame, r
     )
     cols[2].metric("95% interval", f"[{result.lower[row, 0]:.4g}, {result.upper[row, 0]:.4g}]")
     cols[3].metric("Point estimate", f"{result.point_mean[row, 0]:.4g}")
+    if f"{name}_quantile" in out and np.isfinite(out[f"{name}_quantile"][row]):  # the target was uploaded too
+        st.metric(
+            f"Observed {name} {out[name][row]:.4g} falls at",
+            f"quantile {out[f'{name}_quantile'][row]:.3f}",
+            f"z = {out[f'{name}_z'][row]:+.2f}, " + ("inside" if out[f"{name}_in_95"][row] else "outside") + " the 95%",
+            delta_color="off",
+        )
     st.plotly_chart(charts.regression_distribution(result, row), key="regression_dist")
 
 

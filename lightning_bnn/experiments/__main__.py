@@ -1,13 +1,24 @@
 """``python -m lightning_bnn.experiments NAME ...``: run one experiment.
 
-The paper's experiments: ``classification``, ``regression``, ``pruning`` (:mod:`.paper`).
+* ``classification``, ``regression``, ``pruning``: the paper's experiments (:mod:`.paper`);
+* ``uci``: the UCI regression benchmark (:mod:`.uci`).
 """
 
 from __future__ import annotations
 
 import sys
 
-from lightning_bnn.experiments.paper import main
+
+def main(argv: list[str]) -> int:
+    """Dispatch to the experiment named first."""
+    if argv and argv[0] == "uci":
+        from lightning_bnn.experiments.uci import main as uci
+
+        return uci(argv[1:])
+    from lightning_bnn.experiments.paper import main as paper
+
+    return paper(argv)
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
