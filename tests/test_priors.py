@@ -203,7 +203,7 @@ def test_resolve_kl_method():
     assert resolve_kl_method("mc", PriorConfig(name="gaussian")) is KLMethod.mc
     with pytest.raises(ValueError, match="kl='exact'.*prior.name='scale_mixture'"):
         resolve_kl_method("exact", MIXTURE)
-    with pytest.raises(ValueError, match="kl must be one of auto, exact, mc; got 'closed'"):
+    with pytest.raises(ValueError, match="kl must be one of auto, exact, mc, bound; got 'closed'"):
         resolve_kl_method("closed", MIXTURE)
 
 
