@@ -13,8 +13,10 @@ import pytest
 import torch
 from torch import distributions as D
 
-from lightning_bnn.nn.layers import BayesLinear
+from lightning_bnn.nn.fused import LocalLinearMixtureBound
+from lightning_bnn.nn.layers import BayesLinear, total_kl
 from lightning_bnn.nn.mixture_kl import SoftplusMixtureKLBound, SoftplusMixtureMCKL, scale_mixture_kl_bound
+from lightning_bnn.nn.models import build_network
 from lightning_bnn.nn.posterior import (
     AUTO_SCALE_MIXTURE,
     GaussianPosterior,
@@ -211,3 +213,53 @@ def test_layer_trains_with_each_mixture_kl(kl, estimator):
     if kl == "bound":  # zero variance: the same number twice, and equal to kl()
         torch.testing.assert_close(layer.forward_and_kl(x)[1], total)
         torch.testing.assert_close(layer.kl(), total)
+
+
+# -- the fused local-trick layer with the bound ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("prior", [PAPER, MILD])
+def test_fused_local_linear_mixture_bound_gradcheck(shared, bias, prior):
+    """LocalLinearMixtureBound's hand-written backward against finite differences (float64, seeded noise)."""
+    g = torch.Generator().manual_seed(1)
+
+    def leaf(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale + shift).requires_grad_()
+
+    w_mu, w_rho = leaf(3, 4, scale=0.05), leaf(3, 4, scale=1.0, shift=-4.0)  # both components matter
+    b_mu, b_rho = (leaf(3, scale=0.05), leaf(3, scale=1.0, shift=-4.0)) if bias else (None, None)
+    x = leaf(1, 5, 4) if shared else leaf(2, 5, 4)
+
+    def f(x, w_mu, w_rho, *b):
+        x = x.expand(2, 5, 4)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            out, kl = LocalLinearMixtureBound.apply(x, w_mu, w_rho, *(b or (None, None)), *_mixture(prior))
+        return out.sin().sum() + 0.3 * kl
+
+    assert torch.autograd.gradcheck(f, (x, w_mu, w_rho, *((b_mu, b_rho) if bias else ())))
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_fused_local_linear_mixture_bound_equals_general_path(num_samples):
+    """The fused node (forward_with_kl) and net(x, S) + total_kl give the same outputs, bound and gradients."""
+    torch.manual_seed(0)
+    net = build_network((6,), 4, hidden_sizes=(16, 8), estimator="local", prior=MILD, kl="bound").train()
+    x = torch.rand(7, 6)
+
+    def run(fused: bool):
+        net.zero_grad()
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            out, kl = net.forward_with_kl(x, num_samples) if fused else (net(x, num_samples), total_kl(net))
+        (out.square().sum() + 1e-3 * kl).backward()
+        return out, kl, [p.grad.clone() for p in net.parameters()]
+
+    out_f, kl_f, grads_f = run(True)
+    out_g, kl_g, grads_g = run(False)
+    torch.testing.assert_close(out_f, out_g)
+    torch.testing.assert_close(kl_f, kl_g)
+    for a, b in zip(grads_f, grads_g):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -109,6 +109,31 @@ def _k_of_d(d: torch.Tensor, gap: float, inv_var2: float) -> torch.Tensor:
     return torch.sigmoid(d).mul_(gap).add_(inv_var2)
 
 
+def softplus_moments_and_mixture_bound(
+    mu: torch.Tensor, rho: torch.Tensor, pi: float, sigma1: float, sigma2: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sigma = softplus(rho), sigma^2, the bound sum_i B_i and d(mu^2 + sigma^2), without autograd.
+
+    The forward pass of :class:`SoftplusMixtureKLBound` and of the fused local-trick layer
+    (:class:`~lightning_bnn.nn.fused.LocalLinearMixtureBound`); ``d`` gives the gradient's
+    per-weight prior precision (:func:`mixture_precision`). Requires 0 < pi < 1.
+    """
+    alpha, gap = mixture_constants(pi, sigma1, sigma2)
+    sigma, log_sum, var = _softplus_and_log_sum(rho)
+    t = torch.addcmul(var, mu, mu)  # mu^2 + sigma^2
+    t_sum = t.sum()
+    d = t.mul_(-0.5 * gap).add_(alpha)  # d(t), in t's buffer
+    const = math.log(sigma2) - math.log1p(-pi) - 0.5
+    kl = mu.numel() * const - log_sum + 0.5 / (sigma2 * sigma2) * t_sum - F.softplus(d).sum()
+    return sigma, var, kl, d
+
+
+def mixture_precision(d: torch.Tensor, pi: float, sigma1: float, sigma2: float) -> torch.Tensor:
+    """k_i = dB_i/dmu_i / mu_i, from d of :func:`softplus_moments_and_mixture_bound` (module docstring)."""
+    _, gap = mixture_constants(pi, sigma1, sigma2)
+    return _k_of_d(d, gap, 1.0 / (sigma2 * sigma2))
+
+
 class SoftplusMixtureKLBound(torch.autograd.Function):
     """sigma = softplus(rho), sigma^2 and the KL bound B (module docstring) from one softplus.
 
@@ -121,17 +146,10 @@ class SoftplusMixtureKLBound(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mu, rho, pi: float, sigma1: float, sigma2: float):  # noqa: D102
         ctx.set_materialize_grads(False)
-        alpha, gap = mixture_constants(pi, sigma1, sigma2)
-        inv_var2 = 1.0 / (sigma2 * sigma2)
         with torch.autocast(device_type=rho.device.type, enabled=False):
-            sigma, log_sum, var = _softplus_and_log_sum(rho)
-            t = torch.addcmul(var, mu, mu)  # mu^2 + sigma^2
-            t_sum = t.sum()
-            d = t.mul_(-0.5 * gap).add_(alpha)  # d(t), in t's buffer
-            const = math.log(sigma2) - math.log1p(-pi) - 0.5
-            kl = mu.numel() * const - log_sum + 0.5 * inv_var2 * t_sum - F.softplus(d).sum()
+            sigma, var, kl, d = softplus_moments_and_mixture_bound(mu, rho, pi, sigma1, sigma2)
         ctx.save_for_backward(mu, rho, sigma, var, d)
-        ctx.gap, ctx.inv_var2 = gap, inv_var2
+        ctx.gap, ctx.inv_var2 = mixture_constants(pi, sigma1, sigma2)[1], 1.0 / (sigma2 * sigma2)
         return sigma, var, kl
 
     @staticmethod
