@@ -61,6 +61,7 @@ class Settings:
     warmup: int
     predict_rounds: int
     regime_rows: bool
+    train_samples: tuple[int, ...] = TRAIN_SAMPLES
 
 
 def deterministic_mlp() -> nn.Sequential:
@@ -170,7 +171,7 @@ def training_rows(device: torch.device, settings: Settings, log: Callable[[str],
     steps["deterministic"] = det
     keys: dict[str, tuple[str, str, int, str]] = {}
     models = {"deterministic": (det_model, det_opt)}
-    cases = [(e, p, s, "auto") for p in PRIORS for e in ESTIMATORS for s in TRAIN_SAMPLES]
+    cases = [(e, p, s, "auto") for p in PRIORS for e in ESTIMATORS for s in settings.train_samples]
     auto_mixture = kl_label("scale_mixture")
     cases += [(e, "scale_mixture", 1, k) for k in MIXTURE_KL_VARIANTS if k != auto_mixture for e in ESTIMATORS]
     for estimator, prior, s, kl in cases:
@@ -189,7 +190,7 @@ def training_rows(device: torch.device, settings: Settings, log: Callable[[str],
     rows[0].extra["state_mb"] = states["deterministic"]
     for key, (estimator, prior, s, kl) in keys.items():
         row = _row("train_step", estimator, prior, s, BATCH, timings[key], det, peaks[key])
-        if s != 1:
+        if s != 1 and f"{estimator}/{prior}/S=1" in timings:
             row.ratio_to_s1 = timings[key].ms / timings[f"{estimator}/{prior}/S=1"].ms
             row.extra["cpu_ratio_to_s1"] = timings[key].cpu_ms / timings[f"{estimator}/{prior}/S=1"].cpu_ms
         label = kl_label(prior, kl)
