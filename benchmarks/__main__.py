@@ -3,8 +3,9 @@
 ``--quick`` (about a minute on 2 CPU cores): training-step and predictive-sampling rows
 with few rounds (``--only-train --train-samples 1``: the S=1 training-step rows alone). The
 full run measures longer and adds the regime comparison of the prediction estimators, one
-Fashion-MNIST epoch, the dashboard's load-and-predict path and the quality check (3 epochs, BBB vs deterministic: accuracy, NLL, ECE over 10 seeds at
-a constant learning rate, and over 5 seeds with ``model.lr_schedule=cosine``).
+Fashion-MNIST epoch, the dashboard's load-and-predict path and the quality check (3 epochs,
+BBB vs deterministic: accuracy, NLL, ECE over 10 seeds at a constant learning rate, and over
+5 seeds with ``model.lr_schedule=cosine``).
 """
 
 from __future__ import annotations
