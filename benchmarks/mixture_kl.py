@@ -8,6 +8,11 @@ prints for each: the validation and test accuracy and NLL of the 20-sample predi
 median epoch time, and, on the trained posterior, the bound and a 256-sample Monte Carlo
 estimate of KL(q || p) (their difference is how loose the bound is on a trained network).
 Each seed trains both from the same seed (the same initial means, the same batches).
+
+``--kl-timing`` instead times the KL alone (forward and backward of ``moments_and_kl`` for the
+784x400, 400x400 and 400x10 weight tensors of the benchmark MLP and their biases), interleaved:
+the Gaussian prior's closed form, and the scale mixture's bound, fused Monte Carlo node and
+autograd Monte Carlo path, each with its ratio to the Gaussian closed form.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import lightning.pytorch as L
 import torch
 
 from benchmarks.fashion import EpochTimer
+from benchmarks.harness import interleaved_timings
 from lightning_bnn.data import DigitsDataModule
 from lightning_bnn.nn.posterior import GaussianPosterior, KLMethod
 from lightning_bnn.nn.priors import PriorConfig
@@ -84,16 +90,59 @@ def fit(kl: str, seed: int, epochs: int) -> dict:
     return out
 
 
+def kl_timing(rounds: int) -> str:
+    """Median and best ms of the KL's forward + backward per method, and ratios to the Gaussian closed form."""
+    shapes = ((400, 784), (400,), (400, 400), (400,), (10, 400), (10,))
+    torch.manual_seed(0)
+    posts = [GaussianPosterior(shape, 0.05, -5.0) for shape in shapes]
+    gaussian, mixture = PriorConfig(name="gaussian"), PriorConfig(**PRIOR)
+
+    def step(prior: PriorConfig, method: KLMethod, autograd: bool = False):
+        def run() -> None:
+            total = 0.0
+            for p in posts:
+                if autograd:
+                    sigma = p.sigma
+                    total = total + p.kl_from_sigma(sigma, prior, method) + sigma.sum()
+                else:
+                    sigma, _, kl = p.moments_and_kl(prior, method)
+                    total = total + kl + sigma.sum()
+            total.backward()
+            for p in posts:
+                p.mu.grad = p.rho.grad = None
+
+        return run
+
+    functions = {
+        "gaussian, exact (fused)": step(gaussian, KLMethod.exact),
+        "scale mixture, bound (fused)": step(mixture, KLMethod.bound),
+        "scale mixture, mc (fused)": step(mixture, KLMethod.mc),
+        "scale mixture, mc (autograd, before)": step(mixture, KLMethod.mc, autograd=True),
+    }
+    t = interleaved_timings(functions, torch.device("cpu"), rounds, 3)
+    base = t["gaussian, exact (fused)"]
+    lines = ["| KL (fwd + bwd, 478k weights) | ms (median) | ms (best) | x Gaussian (median) | x Gaussian (best) |"]
+    lines.append("|---|---|---|---|---|")
+    for key, v in t.items():
+        lines.append(f"| {key} | {v.ms:.2f} | {v.min_ms:.2f} | {v.ms / base.ms:.2f} | {v.min_ms / base.min_ms:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mixture_kl", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--kl-timing", type=int, metavar="ROUNDS", help="time the KL alone (ROUNDS rounds) instead")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.epochs < 1 or args.threads < 1:
         parser.error("--seeds, --epochs and --threads must be >= 1")
     torch.set_num_threads(args.threads)
+    if args.kl_timing:
+        print(kl_timing(args.kl_timing))
+        print(f"threads {args.threads}; load average {os.getloadavg()}")
+        return 0
     started = time.perf_counter()
     results: dict[str, list[dict]] = {m: [] for m in METHODS}
     for seed in range(args.seeds):

@@ -317,7 +317,7 @@ class BayesLinear(_BayesLayer):
         bias: whether to learn a (Bayesian) bias.
         prior: weight prior configuration (default N(0, 1)).
         estimator: ``local`` (default), ``reparameterization`` or ``flipout``.
-        kl: ``auto`` (closed form where it exists), ``exact`` or ``mc``.
+        kl: ``auto`` (closed form where it exists, else the bound), ``exact``, ``mc`` or ``bound`` (scale mixture).
         mu_init_scale: mu starts uniform in +-mu_init_scale / sqrt(in_features).
         rho_init: starting rho; sigma starts at softplus(rho_init).
         num_kl_samples: Monte Carlo samples for the KL estimate when ``kl`` is ``mc``.
