@@ -40,8 +40,8 @@ so that, with c = log(s_2 / (1 - pi)),
     B_i &= c - \log\sigma_i - \tfrac12 + \frac{t_i}{2 s_2^2} - \mathrm{softplus}(d(t_i)),
     \quad t_i = \mu_i^2 + \sigma_i^2.
 
-(B is the Monte Carlo integrand with w^2 replaced by its mean; since softplus(d(t)) is convex
-in t, Jensen's inequality gives KL <= B a second way.) Both softplus terms are log-sum-exps in
+(B is the Monte Carlo integrand with w^2 and eps^2 replaced by their means under q; since
+softplus(d(t)) is convex in t, Jensen's inequality gives KL <= B a second way.) Both softplus terms are log-sum-exps in
 stable form (``F.softplus``), never ``log(exp(a) + exp(b) + eps)``. Their derivative in t is
 k(t) / 2 with k(t) = 1/s_2^2 + sigmoid(d(t)) (1/s_1^2 - 1/s_2^2), the responsibility-weighted
 prior precision, which gives the backward passes:
