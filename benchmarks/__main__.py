@@ -1,10 +1,11 @@
 """Run the benchmarks and print a table: ``python -m benchmarks [--quick] [--json PATH] [--device cuda]``.
 
 ``--quick`` (about a minute on 2 CPU cores): training-step and predictive-sampling rows
-with few rounds. The full run measures longer and adds the regime comparison of the
-prediction estimators, one Fashion-MNIST epoch, the dashboard's load-and-predict path
-and the quality check (3 epochs, BBB vs deterministic: accuracy, NLL, ECE over 10 seeds at
-a constant learning rate, and over 5 seeds with ``model.lr_schedule=cosine``).
+with few rounds (``--only-train --train-samples 1``: the S=1 training-step rows alone). The
+full run measures longer and adds the regime comparison of the prediction estimators, one
+Fashion-MNIST epoch, the dashboard's load-and-predict path and the quality check (3 epochs,
+BBB vs deterministic: accuracy, NLL, ECE over 10 seeds at a constant learning rate, and over
+5 seeds with ``model.lr_schedule=cosine``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-fashion", action="store_true", help="full run without the Fashion-MNIST and dashboard parts"
     )
+    parser.add_argument(
+        "--only-train",
+        action="store_true",
+        help="only the training-step rows (a subset for a busy machine; with --train-samples 1, the S=1 rows)",
+    )
+    parser.add_argument(
+        "--train-samples",
+        default=",".join(map(str, micro.TRAIN_SAMPLES)),
+        help="comma-separated S of the training-step rows (default 1,4,16; must include 1)",
+    )
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
@@ -49,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.cosine_seeds < 0:
         parser.error(f"--cosine-seeds must be >= 0, got {args.cosine_seeds}")
+    try:
+        args.train_samples = tuple(int(v) for v in args.train_samples.split(","))
+    except ValueError:
+        parser.error(f"--train-samples must be comma-separated integers, got {args.train_samples!r}")
+    if 1 not in args.train_samples or min(args.train_samples) < 1:
+        parser.error(f"--train-samples must be integers >= 1 including 1, got {args.train_samples}")
     return args
 
 
@@ -70,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = micro.Settings(rounds=args.rounds or 10, warmup=2, predict_rounds=5, regime_rows=False)
     else:
         settings = micro.Settings(rounds=args.rounds or 25, warmup=3, predict_rounds=15, regime_rows=True)
+    settings.train_samples = args.train_samples
     rows = micro.training_rows(device, settings, log)
-    rows += micro.predictive_rows(device, settings, log)
+    if not args.only_train:
+        rows += micro.predictive_rows(device, settings, log)
     extra: dict = {"quick": args.quick, "command": "python -m benchmarks " + " ".join(sys.argv[1:] or [])}
-    if not args.quick and not args.skip_fashion:
+    if not args.quick and not args.skip_fashion and not args.only_train:
         from benchmarks import fashion
 
         if fashion.available():

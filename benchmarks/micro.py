@@ -23,6 +23,8 @@ from torch import nn
 
 from benchmarks.harness import Row, Timing, interleaved_timings, peak_memory_mb, state_mb
 from lightning_bnn.nn.layers import clear_moments_cache
+from lightning_bnn.nn.posterior import GaussianPosterior, KLMethod, resolve_kl_method
+from lightning_bnn.nn.priors import PriorConfig
 from lightning_bnn.training.module import BNNModule, make_adam
 
 INPUT_SHAPE = (1, 28, 28)
@@ -31,11 +33,21 @@ CLASSES = 10
 BATCH = 128
 LR = 1e-3
 ESTIMATORS = ("reparameterization", "local", "flipout")
-#: prior name -> (prior config, how its KL is computed)
+#: prior name -> prior config; the main rows use ``kl='auto'``
 PRIORS = {
-    "gaussian": ({"name": "gaussian", "sigma": 1.0}, "exact KL"),
-    "scale_mixture": ({"name": "scale_mixture"}, "MC KL"),
+    "gaussian": {"name": "gaussian", "sigma": 1.0},
+    "scale_mixture": {"name": "scale_mixture"},
 }
+#: How each KL is described in the rows' notes.
+KL_NOTES = {
+    "exact": "exact KL",
+    "mc": "MC KL (fused node)",
+    "bound": "KL bound (kl='bound')",
+    "mc_autograd": "MC KL through autograd (before issue 13)",
+}
+#: The scale mixture's KL computations, each timed at S=1 beside the main (``auto``) rows: the
+#: closed-form bound, the fused Monte Carlo node and the autograd Monte Carlo path it replaced.
+MIXTURE_KL_VARIANTS = ("bound", "mc", "mc_autograd")
 TRAIN_SAMPLES = (1, 4, 16)
 #: (batch, S) of the predictive-sampling benchmarks
 PREDICT_CASES = ((1, 100), (1000, 100), (1, 1000))
@@ -49,6 +61,7 @@ class Settings:
     warmup: int
     predict_rounds: int
     regime_rows: bool
+    train_samples: tuple[int, ...] = TRAIN_SAMPLES
 
 
 def deterministic_mlp() -> nn.Sequential:
@@ -62,18 +75,44 @@ def deterministic_mlp() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def bayes_module(estimator: str, prior: str, samples: int) -> BNNModule:
-    """The BNNModule of the benchmark (784-400-400-10 ReLU MLP) as a config would build it."""
-    return BNNModule(
+def bayes_module(estimator: str, prior: str, samples: int, kl: str = "auto") -> BNNModule:
+    """The BNNModule of the benchmark (784-400-400-10 ReLU MLP) as a config would build it.
+
+    ``kl='mc_autograd'`` builds ``kl='mc'`` and routes every posterior's KL through the autograd
+    path (:meth:`~lightning_bnn.nn.posterior.GaussianPosterior.kl_from_sigma`), as the scale
+    mixture's Monte Carlo KL was computed before the fused node: the comparison row.
+    """
+    module = BNNModule(
         input_shape=list(INPUT_SHAPE),
         num_outputs=CLASSES,
         hidden_sizes=list(HIDDEN),
         layer_type="bayes",
         estimator=estimator,
-        prior=dict(PRIORS[prior][0]),
+        prior=dict(PRIORS[prior]),
+        kl="mc" if kl == "mc_autograd" else kl,
         num_samples_train=samples,
         lr=LR,
     )
+    if kl == "mc_autograd":
+        for m in module.modules():
+            if isinstance(m, GaussianPosterior):
+                m.moments_and_kl = _autograd_moments_and_kl(m)
+    return module
+
+
+def _autograd_moments_and_kl(post: GaussianPosterior) -> Callable[..., tuple[torch.Tensor, ...]]:
+    def moments_and_kl(prior: PriorConfig, method: KLMethod, num_mc_samples: int = 1) -> tuple[torch.Tensor, ...]:
+        sigma = post.sigma
+        return sigma, sigma.square(), post.kl_from_sigma(sigma, prior, method, num_mc_samples)
+
+    return moments_and_kl
+
+
+def kl_label(prior: str, kl: str = "auto") -> str:
+    """What a row's KL computation is: ``kl`` as :func:`resolve_kl_method` resolves it for ``prior``."""
+    if kl == "mc_autograd":
+        return kl
+    return resolve_kl_method(kl, PriorConfig(**PRIORS[prior])).value
 
 
 def _batch(device: torch.device, size: int = BATCH, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,10 +138,10 @@ def deterministic_step(device: torch.device) -> tuple[Callable[[], None], nn.Mod
 
 
 def bayes_step(
-    estimator: str, prior: str, samples: int, device: torch.device
+    estimator: str, prior: str, samples: int, device: torch.device, kl: str = "auto"
 ) -> tuple[Callable[[], None], nn.Module, torch.optim.Optimizer]:
     """One training step of BNNModule: its own training_step, loss and optimizer."""
-    module = bayes_module(estimator, prior, samples).to(device).train()
+    module = bayes_module(estimator, prior, samples, kl).to(device).train()
     optimizer = module.configure_optimizers()
     x, y = _batch(device)
     counter = [0]
@@ -121,20 +160,25 @@ def bayes_step(
 
 
 def training_rows(device: torch.device, settings: Settings, log: Callable[[str], None]) -> list[Row]:
-    """Training step rows: S x estimator x prior, each with its ratio to the deterministic step."""
+    """Training step rows: S x estimator x prior, each with its ratio to the deterministic step.
+
+    The main rows use ``kl='auto'``; beside them, at S=1, the scale mixture with each KL of
+    :data:`MIXTURE_KL_VARIANTS` that ``auto`` does not already time (``extra['kl']`` says which).
+    """
     steps: dict[str, Callable[[], None]] = {}
     states: dict[str, float] = {}
     det, det_model, det_opt = deterministic_step(device)
     steps["deterministic"] = det
-    keys: dict[str, tuple[str, str, int]] = {}
+    keys: dict[str, tuple[str, str, int, str]] = {}
     models = {"deterministic": (det_model, det_opt)}
-    for prior in PRIORS:
-        for estimator in ESTIMATORS:
-            for s in TRAIN_SAMPLES:
-                key = f"{estimator}/{prior}/S={s}"
-                steps[key], model, opt = bayes_step(estimator, prior, s, device)
-                keys[key] = (estimator, prior, s)
-                models[key] = (model, opt)
+    cases = [(e, p, s, "auto") for p in PRIORS for e in ESTIMATORS for s in settings.train_samples]
+    auto_mixture = kl_label("scale_mixture")
+    cases += [(e, "scale_mixture", 1, k) for k in MIXTURE_KL_VARIANTS if k != auto_mixture for e in ESTIMATORS]
+    for estimator, prior, s, kl in cases:
+        key = f"{estimator}/{prior}/S={s}" if kl == "auto" else f"{estimator}/{prior}/{kl}/S={s}"
+        steps[key], model, opt = bayes_step(estimator, prior, s, device, kl)
+        keys[key] = (estimator, prior, s, kl)
+        models[key] = (model, opt)
     log(f"training step: {len(steps)} configurations, {settings.rounds} interleaved rounds")
     timings = interleaved_timings(steps, device, settings.rounds, settings.warmup)
     for key, (model, opt) in models.items():
@@ -144,13 +188,18 @@ def training_rows(device: torch.device, settings: Settings, log: Callable[[str],
     rows = [_row("train_step", "deterministic", None, 1, BATCH, timings["deterministic"], det, peaks["deterministic"])]
     rows[0].note = "nn.Linear MLP, same loss and Adam"
     rows[0].extra["state_mb"] = states["deterministic"]
-    for key, (estimator, prior, s) in keys.items():
+    for key, (estimator, prior, s, kl) in keys.items():
         row = _row("train_step", estimator, prior, s, BATCH, timings[key], det, peaks[key])
-        if s != 1:
+        if s != 1 and f"{estimator}/{prior}/S=1" in timings:
             row.ratio_to_s1 = timings[key].ms / timings[f"{estimator}/{prior}/S=1"].ms
             row.extra["cpu_ratio_to_s1"] = timings[key].cpu_ms / timings[f"{estimator}/{prior}/S=1"].cpu_ms
-        row.note = PRIORS[prior][1]
+        label = kl_label(prior, kl)
+        row.note = KL_NOTES[label] + (" (kl=auto)" if kl == "auto" and prior == "scale_mixture" else "")
+        row.extra["kl"] = label
         row.extra["state_mb"] = states[key]
+        if prior == "scale_mixture" and s == 1:
+            gaussian = timings[f"{estimator}/gaussian/S=1"]
+            row.extra["ratio_to_gaussian"] = timings[key].ms / gaussian.ms
         rows.append(row)
     return rows
 

@@ -42,6 +42,11 @@ def test_quick_benchmark_writes_rows(tmp_path):
             for s in (1, 4, 16):
                 assert (estimator, prior, s) in train
     assert ("deterministic", None, 1) in train
+    # the scale mixture's KL computations side by side at S=1 (issue 13): bound, fused MC, autograd MC
+    kls = {(r["estimator"], r["kl"]) for r in rows if r["name"] == "train_step" and r["prior"] == "scale_mixture"}
+    for estimator in ("reparameterization", "local", "flipout"):
+        for kl in ("bound", "mc", "mc_autograd"):
+            assert (estimator, kl) in kls
     predict = {(r["name"], r["estimator"], r["S"], r["batch"]) for r in rows if r["name"].startswith("predict")}
     for batch, s in ((1, 100), (1000, 100), (1, 1000)):
         assert (f"predict_{batch}x{s}", "auto", s, batch) in predict
@@ -55,6 +60,8 @@ def test_quick_benchmark_writes_rows(tmp_path):
         (("--threads", "0"), "--threads must be >= 1"),
         (("--seeds", "0"), "--seeds must be >= 1"),
         (("--cosine-seeds", "-1"), "--cosine-seeds must be >= 0"),
+        (("--train-samples", "4,16"), "--train-samples must be integers >= 1 including 1"),
+        (("--train-samples", "one"), "--train-samples must be comma-separated integers"),
     ],
 )
 def test_bad_options_are_refused(args, message):

@@ -28,7 +28,7 @@ from lightning_bnn.training.objectives import kl_weight
 W = 2
 
 
-def _module(prior: dict, schedule: str = "uniform") -> BNNModule:
+def _module(prior: dict, schedule: str = "uniform", kl: str = "auto") -> BNNModule:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         module = BNNModule(
@@ -38,6 +38,7 @@ def _module(prior: dict, schedule: str = "uniform") -> BNNModule:
             estimator="reparameterization",  # one weight sample per step: the same on every "rank" below
             num_samples_train=1,
             prior=prior,
+            kl=kl,
             kl_weighting=schedule,
         )
     module.log = lambda *args, **kwargs: None  # no Trainer to log into
@@ -59,12 +60,18 @@ def _loss_and_grad(module, x, y, batch_idx, num_batches, world_size, epoch=0):
 
 @pytest.mark.parametrize("schedule", ["uniform", "blundell", "anneal"])
 @pytest.mark.parametrize(
-    "prior", [{"name": "gaussian", "sigma": 1.0}, {"name": "scale_mixture", "pi": 0.5}], ids=["exact_kl", "mc_kl"]
+    ("prior", "kl"),
+    [
+        ({"name": "gaussian", "sigma": 1.0}, "auto"),
+        ({"name": "scale_mixture", "pi": 0.5}, "mc"),
+        ({"name": "scale_mixture", "pi": 0.5}, "bound"),
+    ],
+    ids=["exact_kl", "mc_kl", "bound_kl"],
 )
-def test_rank_averaged_gradient_is_global_elbo_over_world_size(schedule, prior):
+def test_rank_averaged_gradient_is_global_elbo_over_world_size(schedule, prior, kl):
     """mean_r grad(loss_r) == grad(global-minibatch ELBO) / W, for every schedule and batch index."""
     gen = torch.Generator().manual_seed(0)
-    module = _module(prior, schedule)
+    module = _module(prior, schedule, kl)
     m = 5  # minibatches per rank per epoch
     x, y = torch.randn(2 * 6, 5, generator=gen), torch.randint(0, 3, (2 * 6,), generator=gen)
     for batch_idx in (0, 3):

@@ -199,11 +199,11 @@ def test_mc_kl_finite_with_tiny_posterior_sigma_and_mixture_prior():
 def test_resolve_kl_method():
     assert resolve_kl_method("auto", PriorConfig(name="gaussian")) is KLMethod.exact
     assert resolve_kl_method("auto", PriorConfig(name="laplace")) is KLMethod.exact
-    assert resolve_kl_method("auto", MIXTURE) is KLMethod.mc
+    assert resolve_kl_method("auto", MIXTURE) is KLMethod.bound
     assert resolve_kl_method("mc", PriorConfig(name="gaussian")) is KLMethod.mc
     with pytest.raises(ValueError, match="kl='exact'.*prior.name='scale_mixture'"):
         resolve_kl_method("exact", MIXTURE)
-    with pytest.raises(ValueError, match="kl must be one of auto, exact, mc; got 'closed'"):
+    with pytest.raises(ValueError, match="kl must be one of auto, exact, mc, bound; got 'closed'"):
         resolve_kl_method("closed", MIXTURE)
 
 

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_bnn.nn import sampling
-from lightning_bnn.nn.fused import LocalLinearGaussian
+from lightning_bnn.nn.fused import LocalLinearGaussian, LocalLinearMixtureBound
 from lightning_bnn.nn.posterior import GaussianPosterior, KLMethod, resolve_kl_method
 from lightning_bnn.nn.priors import PriorConfig, PriorName
 from lightning_bnn.nn.sampling import PredictEstimator, parse_enum
@@ -317,7 +317,7 @@ class BayesLinear(_BayesLayer):
         bias: whether to learn a (Bayesian) bias.
         prior: weight prior configuration (default N(0, 1)).
         estimator: ``local`` (default), ``reparameterization`` or ``flipout``.
-        kl: ``auto`` (closed form where it exists), ``exact`` or ``mc``.
+        kl: ``auto`` (closed form where it exists, else the bound), ``exact``, ``mc`` or ``bound`` (scale mixture).
         mu_init_scale: mu starts uniform in +-mu_init_scale / sqrt(in_features).
         rho_init: starting rho; sigma starts at softplus(rho_init).
         num_kl_samples: Monte Carlo samples for the KL estimate when ``kl`` is ``mc``.
@@ -340,14 +340,16 @@ class BayesLinear(_BayesLayer):
         """``(self(x), self.kl())``, as one fused autograd node where it applies.
 
         In training with the local estimator and the closed-form KL to a Gaussian prior (the
-        defaults), :class:`~lightning_bnn.nn.fused.LocalLinearGaussian` computes both; otherwise the
-        general path of :meth:`_BayesLayer.forward_and_kl`.
+        defaults), :class:`~lightning_bnn.nn.fused.LocalLinearGaussian` computes both; with the
+        scale-mixture prior and ``kl='bound'``, :class:`~lightning_bnn.nn.fused.LocalLinearMixtureBound`;
+        otherwise the general path of :meth:`_BayesLayer.forward_and_kl`.
         """
+        gaussian = self.kl_method is KLMethod.exact and self.prior.name is PriorName.gaussian
+        bound = self.kl_method is KLMethod.bound and self.prior.name is PriorName.scale_mixture
         fused = (
             self.training
             and self.estimator is Estimator.local
-            and self.kl_method is KLMethod.exact
-            and self.prior.name is PriorName.gaussian
+            and (gaussian or bound)
             and x.dim() in (2, 3)
             and not torch.is_autocast_enabled(x.device.type)
         )
@@ -357,7 +359,12 @@ class BayesLinear(_BayesLayer):
         x3 = x.unsqueeze(0) if x.dim() == 2 else x
         if x3.shape[-1] != self.in_features:
             return super().forward_and_kl(x)  # the general path raises the shape error
-        out, kl = LocalLinearGaussian.apply(x3, self.weight.mu, self.weight.rho, b_mu, b_rho, float(self.prior.sigma))
+        args = (x3, self.weight.mu, self.weight.rho, b_mu, b_rho)
+        if gaussian:
+            out, kl = LocalLinearGaussian.apply(*args, float(self.prior.sigma))
+        else:
+            p = self.prior
+            out, kl = LocalLinearMixtureBound.apply(*args, float(p.pi), float(p.sigma1), float(p.sigma2))
         return (out.squeeze(0) if x.dim() == 2 else out), kl
 
     def _auto_min_batch(self, x: torch.Tensor) -> int:

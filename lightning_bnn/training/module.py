@@ -149,7 +149,9 @@ class BNNModule(L.LightningModule):
         layer_type: ``bayes`` (Bayes by Backprop), ``deterministic`` or ``mc_dropout``.
         estimator: ``local``, ``reparameterization`` or ``flipout``.
         prior: weight prior (``name``: gaussian, scale_mixture, laplace, and its parameters).
-        kl: ``auto``, ``exact`` or ``mc``.
+        kl: ``auto`` (the closed form where it exists, else ``bound``), ``exact``, ``mc``
+            (Monte Carlo) or ``bound`` (scale-mixture prior only: the zero-variance upper bound
+            of the KL, see :mod:`lightning_bnn.nn.mixture_kl`).
         mu_init_scale: mu starts uniform in +-mu_init_scale / sqrt(fan_in).
         rho_init: starting rho; sigma starts at softplus(rho_init).
         dropout: dropout rate of ``mc_dropout``.
