@@ -98,6 +98,8 @@ class SampledNetwork(nn.Module):
         super().__init__()
         self.module = module
         self.folding = parse_enum(Folding, folding, "folding")
+        #: width of the last output dimension, when known (sizes the chunks of sample_outputs)
+        self.output_width: int | None = None
 
     def loops(self, num_samples: int) -> bool:
         """Whether a call with ``num_samples`` samples loops over them (else one folded call)."""

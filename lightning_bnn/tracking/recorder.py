@@ -335,6 +335,33 @@ def _package_source(folder: Path) -> Path:
     return target
 
 
+def network_package(hparams: Any) -> str | None:
+    """The top-level package of a user network's class (None for the built-in networks and lightning_bnn's own)."""
+    network = (hparams or {}).get("network") if isinstance(hparams, dict) else getattr(hparams, "network", None)
+    if not isinstance(network, dict) or not isinstance(network.get("class_path"), str):
+        return None
+    package = network["class_path"].split(".")[0]
+    return None if package == "lightning_bnn" else package
+
+
+def _user_source(package: str, folder: Path) -> Path | None:
+    """A copy of the user network's top-level module or package (for ``code_paths``), if it is plain source."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    origin = Path(spec.origin)
+    folder.mkdir(parents=True, exist_ok=True)
+    if origin.name == "__init__.py":
+        target = folder / package
+        shutil.copytree(origin.parent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        return target
+    target = folder / origin.name
+    shutil.copyfile(origin, target)
+    return target
+
+
 def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tmp: Path) -> None:
     """Log the run's MLflow pyfunc model under ``pyfunc/`` as a model from code.
 
@@ -350,16 +377,22 @@ def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tm
 
     from lightning_bnn.tracking import pyfunc_model
 
-    module = load_model_dir(model_dir)
+    package = network_package(json.loads((model_dir / "model.json").read_text()).get("hparams"))
+    # this process trained the user's network: its package is trusted here (a later load is not)
+    module = load_model_dir(model_dir, trusted_modules=[package] if package else None)
     params = {"num_samples": int(module.hparams.num_samples_eval), "seed": 0}
     output = pyfunc_model.predict_frame(module, example, params)
     signature = infer_signature(example, output, params=params)
     with tempfile.TemporaryDirectory() as staging:
+        code = [_package_source(Path(staging))]
+        if package:  # the network's source travels too; loading it still needs LIGHTNING_BNN_TRUSTED_MODULES
+            user = _user_source(package, Path(staging) / "user")
+            code += [user] if user is not None else []
         mlflow.pyfunc.save_model(
             path=str(tmp),
             python_model=pyfunc_model.__file__,
             artifacts={pyfunc_model.MODEL_ARTIFACT: str(model_dir)},
-            code_paths=[str(_package_source(Path(staging)))],
+            code_paths=[str(c) for c in code],
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),
