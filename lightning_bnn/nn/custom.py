@@ -140,7 +140,9 @@ def check_outputs(network: nn.Module, input_shape: tuple[int, ...], num_outputs:
         with torch.no_grad():
             out = network(torch.zeros(2, *input_shape))
     except Exception as err:  # the user's forward: report any failure with the shapes involved
-        raise ValueError(f"network {name} fails on inputs of shape [2, {', '.join(map(str, input_shape))}]: {err}")
+        raise ValueError(
+            f"network {name} fails on inputs of shape [2, {', '.join(map(str, input_shape))}]: {err}"
+        ) from err
     finally:
         network.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_outputs):
