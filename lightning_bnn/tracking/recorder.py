@@ -13,6 +13,7 @@ loaded back live in :mod:`lightning_bnn.tracking.store`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -152,7 +153,11 @@ class MlflowRunCallback(L.Callback):
         if logger is None or trainer.datamodule is None:
             return
         with tempfile.TemporaryDirectory() as tmp:
-            log_evaluation(logger.experiment, logger.run_id, pl_module, trainer.datamodule, Path(tmp), self.seed)
+            # fast_dev_run tests one batch: the report covers that batch too, not the whole test set
+            max_batches = int(trainer.fast_dev_run) if trainer.fast_dev_run else None
+            log_evaluation(
+                logger.experiment, logger.run_id, pl_module, trainer.datamodule, Path(tmp), self.seed, max_batches
+            )
 
     # -- failures -------------------------------------------------------------------------------------
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -244,12 +249,15 @@ TEST_REPORTS = {
 }
 
 
-def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, tmp: Path, seed: int = 0) -> None:
+def log_evaluation(
+    client: Any, run_id: str, module: Any, datamodule: Any, tmp: Path, seed: int = 0, max_batches: int | None = None
+) -> None:
     """Log the test-set report: the reliability diagram (classifier) or predictive band (regression).
 
     Predictions use ``num_samples_eval`` Monte Carlo samples drawn from a generator seeded with
     ``seed`` (the global random state is untouched); the report is chosen by the likelihood's
-    summary (:func:`lightning_bnn.evaluation.reports.test_report`).
+    summary (:func:`lightning_bnn.evaluation.reports.test_report`). ``max_batches`` limits the test
+    batches (``fast_dev_run``); None: the whole test set.
     """
     from lightning_bnn.evaluation import reports
 
@@ -258,7 +266,7 @@ def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, tmp: 
     xs, ys, predictions = [], [], []
     generator = torch.Generator(device=module.device).manual_seed(seed)
     try:
-        for x, y in _test_batches(datamodule):
+        for x, y in itertools.islice(_test_batches(datamodule), max_batches):
             predictions.append(module.sample_predictions(x.to(module.device), generator=generator))
             xs.append(x.cpu())
             ys.append(y.cpu())
