@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         settings = micro.Settings(rounds=args.rounds or 25, warmup=3, predict_rounds=15, regime_rows=True)
     rows = micro.training_rows(device, settings, log)
+    rows += micro.byon_rows(device, settings, log)
     rows += micro.predictive_rows(device, settings, log)
     extra: dict = {"quick": args.quick, "command": "python -m benchmarks " + " ".join(sys.argv[1:] or [])}
     if not args.quick and not args.skip_fashion:
