@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lightning_bnn.data.preprocessing import ImagePreprocessing
 from lightning_bnn.data.base import BaseDataModule, Splits, _check_int
+from lightning_bnn.data.preprocessing import ImagePreprocessing
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = [

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightning_bnn.data.base import BaseDataModule, Splits, split_indices
 from lightning_bnn.data.preprocessing import TabularPreprocessing
-from lightning_bnn.data.base import BaseDataModule, Splits, _check_fraction, split_indices
 from lightning_bnn.nn.likelihoods import Task
 
 #: refuse CSV files with more columns than this (a guard against malformed files)
