@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     settings.train_samples = args.train_samples
     rows = micro.training_rows(device, settings, log)
     if not args.only_train:
+        rows += micro.byon_rows(device, settings, log)
         rows += micro.predictive_rows(device, settings, log)
     extra: dict = {"quick": args.quick, "command": "python -m benchmarks " + " ".join(sys.argv[1:] or [])}
     if not args.quick and not args.skip_fashion and not args.only_train:

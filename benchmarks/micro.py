@@ -204,6 +204,62 @@ def training_rows(device: torch.device, settings: Settings, log: Callable[[str],
     return rows
 
 
+#: your own network (issue 15): the example residual CNN, deterministic, last layer Bayesian, all layers Bayesian
+BYON_NETWORK = {"class_path": "lightning_bnn.nn.resnet.ResidualCNN", "init_args": {"width": 16}}
+BYON_CASES = {
+    "resnet deterministic": {"layer_type": "deterministic"},
+    "resnet last-layer BBB": {"layer_type": "bayes", "bayesian_layers": ["head"]},
+    "resnet full BBB": {"layer_type": "bayes"},
+}
+
+
+def byon_step(
+    case: dict, device: torch.device, batch: int = BATCH
+) -> tuple[Callable[[], None], nn.Module, torch.optim.Optimizer]:
+    """One training step of BNNModule on the example residual CNN (``BYON_CASES``), as :func:`bayes_step`."""
+    module = BNNModule(input_shape=list(INPUT_SHAPE), num_outputs=CLASSES, network=BYON_NETWORK, lr=LR, **case)
+    module = module.to(device).train()
+    optimizer = module.configure_optimizers()
+    x, y = _batch(device, batch)
+    counter = [0]
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loss = module.training_step((x, y), counter[0])
+        loss.backward()
+        optimizer.step()
+        counter[0] += 1
+
+    return step, module, optimizer
+
+
+def byon_rows(device: torch.device, settings: Settings, log: Callable[[str], None]) -> list[Row]:
+    """Training-step cost of last-layer and full BBB on a user network, relative to the same network deterministic.
+
+    ``--quick`` (no regime rows) measures a batch of 32 for at most 3 rounds: a CPU step of the residual CNN
+    at batch 128 takes seconds.
+    """
+    batch = BATCH if settings.regime_rows else 32
+    rounds = settings.rounds if settings.regime_rows else min(settings.rounds, 3)
+    steps, models = {}, {}
+    for key, case in BYON_CASES.items():
+        steps[key], *models[key] = byon_step(case, device, batch)
+    log(f"your own network: {len(steps)} configurations, {rounds} interleaved rounds")
+    timings = interleaved_timings(steps, device, rounds, min(settings.warmup, 1))
+    det = timings["resnet deterministic"]
+    rows = []
+    for key in BYON_CASES:
+        row = _row(
+            "train_step_own_network", key, "gaussian", 1, batch, timings[key], det, peak_memory_mb(steps[key], device)
+        )
+        row.note = "lightning_bnn.nn.resnet.ResidualCNN width 16, BatchNorm; ratio to the same network deterministic"
+        row.extra["state_mb"] = state_mb(*models[key])
+        rows.append(row)
+    return rows
+
+
 def _row(name: str, estimator: str, prior: str | None, s: int, batch: int, t: Timing, det: Timing, peak: float) -> Row:
     return Row(
         name,

@@ -41,6 +41,16 @@ class ExamplesUnavailable(LookupError):
     """The run's test examples cannot be rebuilt safely."""
 
 
+def describe_network(hparams) -> str:
+    """One line naming the model's network: ``bayes mlp [128, 128]``, or a user network's class and Bayesian layers."""
+    network = getattr(hparams, "network", None)
+    if not isinstance(network, dict):
+        return f"{hparams.layer_type} {hparams.architecture} {list(hparams.hidden_sizes)}"
+    layers = getattr(hparams, "bayesian_layers", None)
+    which = "deterministic" if hparams.layer_type != "bayes" else f"Bayesian layers {layers or 'all'}"
+    return f"{network['class_path']} ({which})"
+
+
 def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x, dtype=np.float32))
 

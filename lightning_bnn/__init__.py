@@ -21,7 +21,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "BayesConv1d": "lightning_bnn.nn.layers",
     "BayesConv2d": "lightning_bnn.nn.layers",
+    "BayesConv3d": "lightning_bnn.nn.layers",
+    "SampledNetwork": "lightning_bnn.nn.convert",
+    "bayesianize": "lightning_bnn.nn.convert",
     "BayesLinear": "lightning_bnn.nn.layers",
     "BayesianModule": "lightning_bnn.nn.layers",
     "total_kl": "lightning_bnn.nn.layers",

@@ -47,6 +47,9 @@ def test_quick_benchmark_writes_rows(tmp_path):
     for estimator in ("reparameterization", "local", "flipout"):
         for kl in ("bound", "mc", "mc_autograd"):
             assert (estimator, kl) in kls
+    own = {r["estimator"]: r for r in rows if r["name"] == "train_step_own_network"}
+    assert set(own) == {"resnet deterministic", "resnet last-layer BBB", "resnet full BBB"}
+    assert own["resnet deterministic"]["ratio_to_deterministic"] == 1.0
     predict = {(r["name"], r["estimator"], r["S"], r["batch"]) for r in rows if r["name"].startswith("predict")}
     for batch, s in ((1, 100), (1000, 100), (1, 1000)):
         assert (f"predict_{batch}x{s}", "auto", s, batch) in predict

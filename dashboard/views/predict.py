@@ -24,9 +24,7 @@ num_samples = st.slider(
     key="num_samples",
     help="Each sample draws new weights from the posterior q(w); more samples give smoother distributions.",
 )
-st.caption(
-    f"{hp.task} model · {hp.layer_type} {hp.architecture} {list(hp.hidden_sizes)} · input {list(hp.input_shape)}"
-)
+st.caption(f"{hp.task} model · {predictions.describe_network(hp)} · input {list(hp.input_shape)}")
 
 
 def image_inputs() -> None:

@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lightning_bnn.data.base import BaseDataModule
+from lightning_bnn.nn.custom import NetworkSpec
 from lightning_bnn.tracking.ood_callback import OODCallback
 from lightning_bnn.tracking.recorder import MlflowRunCallback
 from lightning_bnn.tracking.store import (
@@ -196,6 +197,10 @@ def _readable_params(config: Any, datamodule: BaseDataModule | None) -> dict:
         model = model["init_args"]
     for linked in ("preprocessing",):
         model.pop(linked, None)
+    network = NetworkSpec.from_value(model.pop("network", None))
+    if network is not None:  # the class path as one readable param, its init args as network.<arg>
+        model["network"] = network.class_path
+        model.update({f"network.{k}": v for k, v in network.init_args.items()})
     data = dict(as_dict.get("data") or {})
     data_args = data.get("init_args", data) if isinstance(data.get("init_args"), dict) else data
     trainer = {

@@ -118,8 +118,12 @@ class _BayesLayer(BayesianModule):
         mu_init_scale: float = 1.0,
         rho_init: float = -5.0,
         num_kl_samples: int = 1,
+        folded: bool = False,
     ) -> None:
         super().__init__()
+        #: inputs carry the samples folded into the batch (``[S * B, ...]``, as in a network converted by
+        #: :func:`~lightning_bnn.nn.convert.bayesianize`), S given per call by :func:`.sampling.folded`
+        self.folded = bool(folded)
         self.prior = prior if prior is not None else PriorConfig()
         self.estimator = parse_enum(Estimator, estimator, "estimator")
         self.kl_method = resolve_kl_method(kl, self.prior)
@@ -150,9 +154,31 @@ class _BayesLayer(BayesianModule):
         out = self._op(x.reshape(s * b, *x.shape[2:]), weight, bias)
         return out.reshape(s, b, *out.shape[1:])
 
+    def _unfold(self, x: torch.Tensor, s: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """A folded input ``[S * B, ...]`` as ``[S, B', *features]``, and the leading shape of the output."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Sampled output ``[S, B, *out]`` for input ``[S, B, *features]`` (or ``[B, *features]``)."""
-        return self._sampled(x, None)
+        """Sampled output ``[S, B, *out]`` for input ``[S, B, *features]`` (or ``[B, *features]``).
+
+        A ``folded`` layer takes ``[S * B, ...]`` instead (sample-major: rows s*B .. s*B + B - 1 are
+        sample s) and returns ``[S * B, ...]``; S is the number of samples the call folded into the
+        batch (:func:`lightning_bnn.nn.sampling.folded`, 1 outside it).
+        """
+        return self._run(x, None)
+
+    def _run(self, x: torch.Tensor, moments: _Moments | None) -> torch.Tensor:
+        if not self.folded:
+            return self._sampled(x, moments)
+        s = sampling.current().folded_samples
+        if x.dim() < 2 or x.shape[0] % s:
+            raise ValueError(
+                f"{type(self).__name__} expects a batch of {s} folded samples times B examples, got shape "
+                f"{tuple(x.shape)}"
+            )
+        h, lead = self._unfold(x, s)
+        out = self._sampled(h, moments)
+        return out.reshape(*lead, *out.shape[2:])
 
     def forward_and_kl(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(self(x), self.kl())`` with sigma = softplus(rho) computed once for both.
@@ -166,7 +192,7 @@ class _BayesLayer(BayesianModule):
         if self.bias is not None:
             b_sigma, b_var, b_kl = self.bias.moments_and_kl(self.prior, self.kl_method, self.num_kl_samples)
             kl = kl + b_kl
-        return self._sampled(x, _Moments(w_sigma, w_var, b_sigma, b_var)), kl
+        return self._run(x, _Moments(w_sigma, w_var, b_sigma, b_var)), kl
 
     def _moments(self) -> _Moments:
         """Sigma and sigma^2 without the KL (one softplus per tensor).
@@ -321,6 +347,8 @@ class BayesLinear(_BayesLayer):
         mu_init_scale: mu starts uniform in +-mu_init_scale / sqrt(in_features).
         rho_init: starting rho; sigma starts at softplus(rho_init).
         num_kl_samples: Monte Carlo samples for the KL estimate when ``kl`` is ``mc``.
+        folded: take inputs ``[S * B, *, in_features]`` with the samples folded into the batch
+            (see :meth:`forward`), as ``nn.Linear`` takes ``[N, *, in_features]``.
     """
 
     feature_dims = 1
@@ -348,6 +376,7 @@ class BayesLinear(_BayesLayer):
         bound = self.kl_method is KLMethod.bound and self.prior.name is PriorName.scale_mixture
         fused = (
             self.training
+            and not self.folded
             and self.estimator is Estimator.local
             and (gaussian or bound)
             and x.dim() in (2, 3)
@@ -367,6 +396,10 @@ class BayesLinear(_BayesLayer):
             out, kl = LocalLinearMixtureBound.apply(*args, float(p.pi), float(p.sigma1), float(p.sigma2))
         return (out.squeeze(0) if x.dim() == 2 else out), kl
 
+    def _unfold(self, x: torch.Tensor, s: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+        # nn.Linear acts on the last dimension of [N, *, F]: the middle dimensions join the batch
+        return x.reshape(s, -1, x.shape[-1]), tuple(x.shape[:-1])
+
     def _auto_min_batch(self, x: torch.Tensor) -> int:
         return AUTO_WEIGHT_SAMPLING_MIN_BATCH_CPU_LINEAR if x.device.type == "cpu" else AUTO_WEIGHT_SAMPLING_MIN_BATCH
 
@@ -379,67 +412,135 @@ class BayesLinear(_BayesLayer):
         return f"in_features={self.in_features}, out_features={self.out_features}, estimator={self.estimator.value}"
 
 
-class BayesConv2d(_BayesLayer):
-    """2-D convolution with Bayes-by-Backprop weights.
+def _tuple(value: int | tuple[int, ...], dims: int, name: str, minimum: int) -> tuple[int, ...]:
+    """``value`` as a ``dims``-tuple of integers >= ``minimum``, or a ValueError naming ``name``."""
+    values = (value,) * dims if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    if len(values) != dims or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values):
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        if isinstance(value, int):
+            raise ValueError(f"{name} must be {kind}, got {value!r}")
+        raise ValueError(f"{name} must be {kind} or a tuple of {dims} of them, got {value!r}")
+    return values
+
+
+class _BayesConvNd(_BayesLayer):
+    """N-d convolution with Bayes-by-Backprop weights (``dims`` = 1, 2 or 3).
+
+    The options of ``nn.ConvNd`` (stride, padding as numbers or ``"same"``/``"valid"``,
+    dilation, groups, padding_mode) mean the same here, so :func:`~lightning_bnn.nn.convert.bayesianize`
+    can replace any ``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d``.
 
     Args:
         in_channels: input channels.
         out_channels: output channels.
-        kernel_size: square kernel size.
+        kernel_size: kernel size (one number for every dimension, or a tuple).
         stride: convolution stride.
-        padding: zero padding.
+        padding: zero padding (a number, a tuple, ``"same"`` or ``"valid"``).
+        dilation: kernel dilation.
+        groups: blocked connections from input to output channels.
         bias: whether to learn a (Bayesian) bias.
-        **kwargs: prior, estimator, kl, mu_init_scale, rho_init, num_kl_samples as in
+        padding_mode: ``zeros``, ``reflect``, ``replicate`` or ``circular``.
+        **kwargs: prior, estimator, kl, mu_init_scale, rho_init, num_kl_samples, folded as in
             :class:`BayesLinear`.
     """
 
-    feature_dims = 3
+    dims: int = 2
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int = 0,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] | str = 0,
+        dilation: int | tuple[int, ...] = 1,
+        groups: int = 1,
         bias: bool = True,
+        padding_mode: str = "zeros",
         **kwargs,
     ) -> None:
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size)):
-            if not isinstance(value, int) or value < 1:
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        fan_in = in_channels * kernel_size * kernel_size
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must divide by groups")
+        kernel = _tuple(kernel_size, self.dims, "kernel_size", 1)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be a number, a tuple, 'same' or 'valid', got {padding!r}")
+        else:
+            padding = _tuple(padding, self.dims, "padding", 0)
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"padding_mode must be zeros, reflect, replicate or circular, got {padding_mode!r}")
+        fan_in = in_channels // groups * math.prod(kernel)
         super().__init__(
-            (out_channels, in_channels, kernel_size, kernel_size),
-            (out_channels,) if bias else None,
-            fan_in,
-            **kwargs,
+            (out_channels, in_channels // groups, *kernel), (out_channels,) if bias else None, fan_in, **kwargs
         )
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = kernel_size if isinstance(kernel_size, int) else kernel
+        self.stride = stride if isinstance(stride, int) else _tuple(stride, self.dims, "stride", 1)
+        self.padding = padding
+        self.dilation = dilation if isinstance(dilation, int) else _tuple(dilation, self.dims, "dilation", 1)
+        self.padding_mode = padding_mode
+        self._conv = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
+
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int | tuple[int, ...] | str]:
+        """Non-zero padding applied explicitly (as ``nn.ConvNd`` does), and the padding left for the conv."""
+        if self.padding_mode == "zeros" or isinstance(self.padding, str):
+            return x, self.padding
+        pad = [p for p in reversed(self.padding) for _ in range(2)]
+        return F.pad(x, pad, mode=self.padding_mode), 0
 
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
+        x, padding = self._pad(x)
+        return self._conv(x, weight, bias, self.stride, padding, self.dilation, self.groups)
 
     def _op_per_sample(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        # One grouped convolution: sample s's channels form group s.
-        s, b, c, h, w = x.shape
-        grouped = x.transpose(0, 1).reshape(b, s * c, h, w)
-        out = F.conv2d(
+        # One grouped convolution: sample s's channels form groups s*G .. s*G + G - 1.
+        s, b, c = x.shape[:3]
+        grouped, padding = self._pad(x.transpose(0, 1).reshape(b, s * c, *x.shape[3:]))
+        out = self._conv(
             grouped,
             weight.reshape(s * self.out_channels, *weight.shape[2:]),
             None if bias is None else bias.reshape(-1),
-            stride=self.stride,
-            padding=self.padding,
-            groups=s,
+            self.stride,
+            padding,
+            self.dilation,
+            s * self.groups,
         )
         return out.reshape(b, s, self.out_channels, *out.shape[2:]).transpose(0, 1)
 
+    def _unfold(self, x: torch.Tensor, s: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+        return x.reshape(s, x.shape[0] // s, *x.shape[1:]), (x.shape[0],)
+
     def extra_repr(self) -> str:
+        extra = "" if self.groups == 1 else f", groups={self.groups}"
+        extra += "" if self.dilation == 1 else f", dilation={self.dilation}"
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, estimator={self.estimator.value}"
+            f"padding={self.padding}{extra}, estimator={self.estimator.value}"
         )
+
+
+class BayesConv1d(_BayesConvNd):
+    """1-D convolution with Bayes-by-Backprop weights (arguments as :class:`_BayesConvNd`)."""
+
+    dims = 1
+    feature_dims = 2
+
+
+class BayesConv2d(_BayesConvNd):
+    """2-D convolution with Bayes-by-Backprop weights (arguments as :class:`_BayesConvNd`)."""
+
+    dims = 2
+    feature_dims = 3
+
+
+class BayesConv3d(_BayesConvNd):
+    """3-D convolution with Bayes-by-Backprop weights (arguments as :class:`_BayesConvNd`)."""
+
+    dims = 3
+    feature_dims = 4
 
 
 def total_kl(model: nn.Module) -> torch.Tensor:

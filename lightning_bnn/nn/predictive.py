@@ -63,6 +63,9 @@ def sample_outputs(
 
 def _output_width(network: nn.Module) -> int | None:
     """Output width of a network whose last weight layer has ``out_features`` (no forward pass)."""
+    width = getattr(network, "output_width", None)
+    if isinstance(width, int):  # a converted user network, whose module order need not be its data flow
+        return width
     for module in reversed(list(network.modules())):
         width = getattr(module, "out_features", None)
         if isinstance(width, int):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 
 import torch
@@ -47,10 +47,15 @@ def parse_enum(enum_cls: type[Enum], value: object, field: str) -> Enum:
 
 @dataclass(frozen=True)
 class SamplingChoice:
-    """The estimator (None: each layer's ``auto``) and generator (None: torch's default) of one call."""
+    """The estimator (None: each layer's ``auto``) and generator (None: torch's default) of one call.
+
+    ``folded_samples`` is the number of Monte Carlo samples a converted network's call folded into
+    the batch dimension (see :func:`folded`).
+    """
 
     estimator: PredictEstimator | None = None
     generator: torch.Generator | None = None
+    folded_samples: int = 1
 
 
 _DEFAULT = SamplingChoice()
@@ -66,7 +71,25 @@ def sampling(
         estimator = parse_enum(PredictEstimator, estimator, "estimator")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    choice = SamplingChoice(estimator, generator)
+    choice = SamplingChoice(estimator, generator, current().folded_samples)
+    token = _CHOICE.set(choice)
+    try:
+        yield choice
+    finally:
+        _CHOICE.reset(token)
+
+
+@contextlib.contextmanager
+def folded(num_samples: int) -> Iterator[SamplingChoice]:
+    """Inside the block, inputs of ``folded`` Bayesian layers hold ``num_samples`` samples folded into the batch.
+
+    A network converted by :func:`~lightning_bnn.nn.convert.bayesianize` runs the user's module once
+    on ``[S * B, ...]`` (sample-major); each converted layer reads S here to draw one weight sample per
+    Monte Carlo sample. The estimator and generator in force are kept.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    choice = replace(current(), folded_samples=num_samples)
     token = _CHOICE.set(choice)
     try:
         yield choice

@@ -6,7 +6,10 @@ so nothing is pickled (a ``PythonModel`` passed as an object would be serialised
 CloudPickle). The weights travel as the artifact ``model`` (``weights.safetensors`` +
 ``model.json``, see :mod:`lightning_bnn.tracking.serialization`), and the package's source as
 the model's ``code/`` folder, so the serving environment needs only the pinned
-requirements, not an installed ``lightning_bnn``.
+requirements, not an installed ``lightning_bnn``. A model of the user's own network carries
+that network's top-level module or package in ``code/`` as well; loading it imports the
+class only where ``LIGHTNING_BNN_TRUSTED_MODULES`` names its package (see
+:mod:`lightning_bnn.nn.custom`), as :func:`lightning_bnn.load_model` does.
 
 Input: a float array ``[B, *input_shape]`` (the signature is a tensor spec; for
 tabular data a DataFrame with one column per feature also fits it). Images are model

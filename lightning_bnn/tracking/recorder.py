@@ -13,6 +13,7 @@ loaded back live in :mod:`lightning_bnn.tracking.store`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -153,7 +154,9 @@ class MlflowRunCallback(L.Callback):
         logger = self._logger(trainer)
         if logger is None or trainer.datamodule is None:
             return
-        log_evaluation(logger.experiment, logger.run_id, pl_module, trainer.datamodule, self.seed)
+        # fast_dev_run tests one batch: the report covers that batch too, not the whole test set
+        max_batches = int(trainer.fast_dev_run) if trainer.fast_dev_run else None
+        log_evaluation(logger.experiment, logger.run_id, pl_module, trainer.datamodule, self.seed, max_batches)
 
     # -- failures -------------------------------------------------------------------------------------
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -249,12 +252,15 @@ TEST_REPORTS = {
 }
 
 
-def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, seed: int = 0) -> None:
+def log_evaluation(
+    client: Any, run_id: str, module: Any, datamodule: Any, seed: int = 0, max_batches: int | None = None
+) -> None:
     """Log the test-set report: the reliability diagram (classifier) or predictive band (regression).
 
     Predictions use ``num_samples_eval`` Monte Carlo samples drawn from a generator seeded with
     ``seed`` (the global random state is untouched); the report is chosen by the likelihood's
-    summary (:func:`lightning_bnn.evaluation.reports.test_report`).
+    summary (:func:`lightning_bnn.evaluation.reports.test_report`). ``max_batches`` limits the test
+    batches (``fast_dev_run``); None: the whole test set.
     """
     from lightning_bnn.evaluation import reports
 
@@ -263,7 +269,7 @@ def log_evaluation(client: Any, run_id: str, module: Any, datamodule: Any, seed:
     xs, ys, predictions = [], [], []
     generator = torch.Generator(device=module.device).manual_seed(seed)
     try:
-        for x, y in _test_batches(datamodule):
+        for x, y in itertools.islice(_test_batches(datamodule), max_batches):
             predictions.append(module.sample_predictions(x.to(module.device), generator=generator))
             xs.append(x.cpu())
             ys.append(y.cpu())
@@ -337,6 +343,33 @@ def _package_source(folder: Path) -> Path:
     return target
 
 
+def network_package(hparams: Any) -> str | None:
+    """The top-level package of a user network's class (None for the built-in networks and lightning_bnn's own)."""
+    network = (hparams or {}).get("network") if isinstance(hparams, dict) else getattr(hparams, "network", None)
+    if not isinstance(network, dict) or not isinstance(network.get("class_path"), str):
+        return None
+    package = network["class_path"].split(".")[0]
+    return None if package == "lightning_bnn" else package
+
+
+def _user_source(package: str, folder: Path) -> Path | None:
+    """A copy of the user network's top-level module or package (for ``code_paths``), if it is plain source."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    origin = Path(spec.origin)
+    folder.mkdir(parents=True, exist_ok=True)
+    if origin.name == "__init__.py":
+        target = folder / package
+        shutil.copytree(origin.parent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        return target
+    target = folder / origin.name
+    shutil.copyfile(origin, target)
+    return target
+
+
 def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tmp: Path) -> None:
     """Log the run's MLflow pyfunc model under ``pyfunc/`` as a model from code.
 
@@ -352,16 +385,22 @@ def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tm
 
     from lightning_bnn.tracking import pyfunc_model
 
-    module = load_model_dir(model_dir)
+    package = network_package(json.loads((model_dir / "model.json").read_text()).get("hparams"))
+    # this process trained the user's network: its package is trusted here (a later load is not)
+    module = load_model_dir(model_dir, trusted_modules=[package] if package else None)
     params = {"num_samples": int(module.hparams.num_samples_eval), "seed": 0}
     output = pyfunc_model.predict_frame(module, example, params)
     signature = infer_signature(example, output, params=params)
     with tempfile.TemporaryDirectory() as staging:
+        code = [_package_source(Path(staging))]
+        if package:  # the network's source travels too; loading it still needs LIGHTNING_BNN_TRUSTED_MODULES
+            user = _user_source(package, Path(staging) / "user")
+            code += [user] if user is not None else []
         mlflow.pyfunc.save_model(
             path=str(tmp),
             python_model=pyfunc_model.__file__,
             artifacts={pyfunc_model.MODEL_ARTIFACT: str(model_dir)},
-            code_paths=[str(_package_source(Path(staging)))],
+            code_paths=[str(c) for c in code],
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),

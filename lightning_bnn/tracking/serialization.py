@@ -5,21 +5,32 @@
 hyperparameters as plain JSON. The weights are a flat safetensors file of the
 module's ``state_dict``. Loading validates the JSON, rebuilds the module from its
 hyperparameters, and refuses weights whose keys or shapes do not match it.
+
+Format version 2 adds the user's own network to the hyperparameters (``network``:
+class path and init args; ``bayesian_layers``, ``pretrained``, ``delta``). Version 1 files
+have none of these keys; the module's defaults (the built-in architectures) rebuild them as
+before. A network's class path is imported only from ``lightning_bnn`` and the modules the
+user trusts (:func:`lightning_bnn.nn.custom.check_trusted`); anything else is refused before
+any import.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lightning_bnn.training.module import BNNModule
+from lightning_bnn.nn.custom import NetworkSpec, UntrustedClassError, check_trusted
+from lightning_bnn.training.module import BNNModule, restoring_weights
 
 FORMAT = "lightning_bnn.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the versions this code reads (1: before user networks; its files load unchanged)
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "model.json"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -50,20 +61,26 @@ def save_model(module: BNNModule, directory: str | Path) -> Path:
     return directory
 
 
-def build_from_config(config: object) -> BNNModule:
+def build_from_config(config: object, trusted_modules: Iterable[str] | None = None) -> BNNModule:
     """Rebuild an untrained module from a parsed ``model.json``.
 
+    Args:
+        config: the parsed ``model.json``.
+        trusted_modules: modules (besides ``lightning_bnn`` and those named by
+            ``LIGHTNING_BNN_TRUSTED_MODULES``) whose network classes may be imported.
+
     Raises:
-        ModelLoadError: for a config of another format, an unknown class or bad hyperparameters.
+        ModelLoadError: for a config of another format, an unknown class, bad hyperparameters, or a
+            network class outside the trusted modules (nothing is imported then).
     """
     if not isinstance(config, dict):
         raise ModelLoadError("model.json must hold a JSON object")
     if config.get("format") != FORMAT:
         raise ModelLoadError(f"model.json: format must be {FORMAT!r}, got {config.get('format')!r}")
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in READABLE_VERSIONS:
         raise ModelLoadError(
             f"model.json: format_version {config.get('format_version')!r} is not supported "
-            f"(this version of lightning_bnn reads {FORMAT_VERSION})"
+            f"(this version of lightning_bnn reads {', '.join(map(str, READABLE_VERSIONS))})"
         )
     unknown = sorted(set(config) - {"format", "format_version", "class", "hparams"})
     if unknown:
@@ -75,7 +92,16 @@ def build_from_config(config: object) -> BNNModule:
     if not isinstance(hparams, dict):
         raise ModelLoadError("model.json: hparams must be a JSON object")
     try:
-        return MODEL_CLASSES[name](**hparams)
+        spec = NetworkSpec.from_value(hparams.get("network"))
+        if spec is not None:
+            check_trusted(spec.class_path, trusted_modules)
+    except UntrustedClassError as err:
+        raise ModelLoadError(f"model.json: {err}") from None
+    except ValueError as err:
+        raise ModelLoadError(f"model.json: invalid hyperparameter: {err}") from err
+    try:
+        with restoring_weights():  # the saved weights follow: a pretrained start is not read
+            return MODEL_CLASSES[name](**hparams)
     except TypeError as err:
         raise ModelLoadError(f"model.json: hparams do not fit {name}: {err}") from err
     except ValueError as err:
@@ -104,10 +130,13 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(f"{path.name} is not a valid safetensors file (truncated or corrupted?): {err}") from err
 
 
-def load_model_dir(directory: str | Path) -> BNNModule:
-    """Load a model saved by :func:`save_model`, in ``eval()`` mode, ready to sample."""
+def load_model_dir(directory: str | Path, trusted_modules: Iterable[str] | None = None) -> BNNModule:
+    """Load a model saved by :func:`save_model`, in ``eval()`` mode, ready to sample.
+
+    ``trusted_modules``: see :func:`build_from_config`.
+    """
     directory = Path(directory)
-    module = build_from_config(read_config(directory / CONFIG_FILE))
+    module = build_from_config(read_config(directory / CONFIG_FILE), trusted_modules)
     state = load_weights(directory / WEIGHTS_FILE)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))

@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +325,7 @@ def parse_run(run: str) -> str:
     return run_id
 
 
-def load_model(run: str, tracking_uri: str | None = None):
+def load_model(run: str, tracking_uri: str | None = None, trusted_modules: Iterable[str] | None = None):
     """Rebuild the final model of an MLflow run, ready to sample (``eval()`` mode).
 
     Only ``model/weights.safetensors`` and ``model/model.json`` are read: nothing is
@@ -333,6 +334,9 @@ def load_model(run: str, tracking_uri: str | None = None):
     Args:
         run: a run id, or a ``runs:/<run_id>`` URI.
         tracking_uri: the store; defaults as in :func:`resolve_tracking_uri`.
+        trusted_modules: modules whose network classes may be imported for a model trained on the
+            user's own network (``lightning_bnn`` and those in ``LIGHTNING_BNN_TRUSTED_MODULES`` always
+            are); a class path outside them is refused, and nothing is imported.
 
     Returns:
         The :class:`~lightning_bnn.training.module.BNNModule` with the run's weights.
@@ -376,6 +380,6 @@ def load_model(run: str, tracking_uri: str | None = None):
                 raise ModelLoadError(f"could not download {path} of run {run_id}: {err}") from err
             shutil.move(local, folder / Path(path).name)
         try:
-            return load_model_dir(folder)
+            return load_model_dir(folder, trusted_modules)
         except ModelLoadError as err:
             raise ModelLoadError(f"run {run_id}: {err}") from err

@@ -16,9 +16,11 @@ Logged per epoch: ``train/loss`` (the minibatch objective above), ``train/nll``
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -27,6 +29,14 @@ import torch
 
 from lightning_bnn.data.preprocessing import Preprocessing
 from lightning_bnn.evaluation.metrics import make_metrics
+from lightning_bnn.nn.convert import SampledNetwork, bayesianize
+from lightning_bnn.nn.custom import (
+    NetworkSpec,
+    check_outputs,
+    instantiate_network,
+    load_pretrained,
+    load_state_file,
+)
 from lightning_bnn.nn.layers import Estimator, parse_enum
 from lightning_bnn.nn.likelihoods import ClassificationSummary, NoiseModel, RegressionSummary, Task, make_likelihood
 from lightning_bnn.nn.models import Activation, Architecture, LayerType, build_network
@@ -38,6 +48,22 @@ from lightning_bnn.training.objectives import KLWeighting, kl_weight
 
 #: most Monte Carlo samples per training step
 MAX_TRAIN_SAMPLES = 1000
+
+_RESTORING: ContextVar[bool] = ContextVar("lightning_bnn_restoring", default=False)
+
+
+@contextlib.contextmanager
+def restoring_weights() -> Iterator[None]:
+    """Build modules whose weights are loaded next (from a saved model): ``pretrained`` files are not read.
+
+    The ``pretrained`` path stays in the hyperparameters as a record of where training started;
+    the saved weights replace the starting point anyway, and the file need not exist any more.
+    """
+    token = _RESTORING.set(True)
+    try:
+        yield
+    finally:
+        _RESTORING.reset(token)
 
 
 def make_adam(
@@ -106,6 +132,28 @@ def coerce_prior(prior: PriorConfig | dict | None) -> PriorConfig:
     raise ValueError(f"prior must be a mapping of prior fields, got {type(prior).__name__}")
 
 
+def _check_network_options(
+    spec: NetworkSpec | None, layer_type: LayerType, bayesian_layers: object, pretrained: object
+) -> None:
+    """Refuse options that need ``network`` without it, and user-network options that do not fit."""
+    if spec is None:
+        for name, value in (("bayesian_layers", bayesian_layers), ("pretrained", pretrained)):
+            if value is not None:
+                raise ValueError(f"{name} applies to a user network: set network.class_path too (got {name}={value!r})")
+        return
+    if layer_type is LayerType.mc_dropout:
+        raise ValueError("layer_type='mc_dropout' needs the built-in architectures; use bayes or deterministic")
+    if bayesian_layers is not None:
+        if isinstance(bayesian_layers, str) or not isinstance(bayesian_layers, Sequence):
+            raise ValueError(f"bayesian_layers must be a list of layer names or patterns, got {bayesian_layers!r}")
+        if not all(isinstance(v, str) and v for v in bayesian_layers):
+            raise ValueError(f"bayesian_layers must be a list of layer names or patterns, got {bayesian_layers!r}")
+        if layer_type is not LayerType.bayes:
+            raise ValueError(f"bayesian_layers needs layer_type='bayes', got {layer_type.value!r}")
+    if pretrained is not None and not (isinstance(pretrained, str) and pretrained):
+        raise ValueError(f"pretrained must be a file path, got {pretrained!r}")
+
+
 def _check_positive_ints(values: Sequence[int], field: str, allow_empty: bool = True) -> list[int]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise ValueError(f"{field} must be a list of positive integers, got {values!r}")
@@ -171,6 +219,19 @@ class BNNModule(L.LightningModule):
             to 0 along a half cosine over the run's optimizer steps (Loshchilov & Hutter 2017,
             without restarts), which needs ``trainer.max_epochs`` or ``max_steps``.
         preprocessing: how raw inputs become model inputs (linked from the data module).
+        network: the user's own network instead of ``architecture``: ``{"class_path": "my_pkg.MyNet",
+            "init_args": {...}}`` (from the command line: ``--model.network.class_path my_pkg.MyNet
+            --model.network.init_args.width 64``). The class gets ``input_shape`` and ``num_outputs``
+            (the likelihood's network outputs) when its constructor takes them and ``init_args`` does
+            not set them; ``forward`` maps ``[B, *input_shape]`` to ``[B, num_outputs]``. With
+            ``layer_type='bayes'`` its layers are converted by :func:`~lightning_bnn.nn.convert.bayesianize`;
+            ``deterministic`` trains it as it is. ``architecture``, ``hidden_sizes``,
+            ``conv_channels``, ``activation`` and ``dropout`` do not apply to it.
+        bayesian_layers: with ``network``, the layers to make Bayesian (names or glob patterns,
+            e.g. ``["head.*"]``; all Linear/Conv layers when None).
+        pretrained: with ``network``, a state dict of it (safetensors, or a ``torch.save`` file read
+            with ``weights_only=True``) to start from: mu = w, sigma = ``delta`` |w| (MOPED).
+        delta: the MOPED scale of ``pretrained``.
     """
 
     def __init__(
@@ -201,9 +262,16 @@ class BNNModule(L.LightningModule):
         lr_schedule: LRSchedule = LRSchedule.constant,
         lr_rho: float | None = None,
         preprocessing: dict | Preprocessing | None = None,
+        network: dict[str, Any] | None = None,
+        bayesian_layers: list[str] | None = None,
+        pretrained: str | None = None,
+        delta: float = 0.1,
     ) -> None:
         super().__init__()
         prior = coerce_prior(prior)
+        spec = NetworkSpec.from_value(network)
+        layer_type = parse_enum(LayerType, layer_type, "layer_type")
+        _check_network_options(spec, layer_type, bayesian_layers, pretrained)
         resolve_kl_method(kl, prior)  # refuses kl='exact' for a prior without closed form
         hp = {
             "input_shape": _check_positive_ints(input_shape, "input_shape", allow_empty=False),
@@ -232,32 +300,64 @@ class BNNModule(L.LightningModule):
             "lr_schedule": parse_enum(LRSchedule, lr_schedule, "lr_schedule"),
             "lr_rho": None if lr_rho is None else _check_number(lr_rho, "lr_rho", 0.0, low_open=True),
             "preprocessing": Preprocessing.from_dict(preprocessing).to_dict(),
+            "network": None if spec is None else spec.to_dict(),
+            "bayesian_layers": None if bayesian_layers is None else list(bayesian_layers),
+            "pretrained": pretrained,
+            "delta": _check_number(delta, "delta", 0.0),
         }
         # Hyperparameters are stored as plain JSON values: checkpoints then load with
         # torch.load(weights_only=True) and the model config JSON needs no pickle.
         self.save_hyperparameters(to_plain(hp), logger=False)
         self.likelihood = make_likelihood(hp["task"], hp["num_outputs"], hp["noise"], hp["noise_std"])
-        self.net = build_network(
-            input_shape=tuple(hp["input_shape"]),
-            num_outputs=self.likelihood.network_outputs(),
-            architecture=hp["architecture"],
-            hidden_sizes=tuple(hp["hidden_sizes"]),
-            conv_channels=tuple(hp["conv_channels"]),
-            activation=hp["activation"],
-            layer_type=hp["layer_type"],
-            estimator=hp["estimator"],
-            prior=prior,
-            kl=hp["kl"],
-            mu_init_scale=hp["mu_init_scale"],
-            rho_init=hp["rho_init"],
-            dropout=hp["dropout"],
-        )
+        if spec is not None:
+            self.net = self._user_network(spec, hp, prior)
+        else:
+            self.net = build_network(
+                input_shape=tuple(hp["input_shape"]),
+                num_outputs=self.likelihood.network_outputs(),
+                architecture=hp["architecture"],
+                hidden_sizes=tuple(hp["hidden_sizes"]),
+                conv_channels=tuple(hp["conv_channels"]),
+                activation=hp["activation"],
+                layer_type=hp["layer_type"],
+                estimator=hp["estimator"],
+                prior=prior,
+                kl=hp["kl"],
+                mu_init_scale=hp["mu_init_scale"],
+                rho_init=hp["rho_init"],
+                dropout=hp["dropout"],
+            )
         self.preprocessing = Preprocessing.from_dict(self.hparams.preprocessing)
         self.task = hp["task"]
         metrics = make_metrics(self.likelihood)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self._epoch_start = 0.0
+
+    def _user_network(self, spec: NetworkSpec, hp: dict[str, Any], prior: PriorConfig) -> SampledNetwork:
+        """The user's network, started from ``pretrained`` if given, with the chosen layers Bayesian."""
+        input_shape = tuple(hp["input_shape"])
+        outputs = self.likelihood.network_outputs()
+        model = instantiate_network(spec, {"input_shape": list(input_shape), "num_outputs": outputs})
+        if hp["pretrained"] is not None and not _RESTORING.get():
+            load_pretrained(model, load_state_file(hp["pretrained"]), hp["pretrained"])
+        check_outputs(model, input_shape, outputs, spec.class_path)
+        if hp["layer_type"] is LayerType.deterministic:
+            net = SampledNetwork(model)
+        else:
+            net = bayesianize(
+                model,
+                include=hp["bayesian_layers"],
+                prior=prior,
+                estimator=hp["estimator"],
+                init="pretrained" if hp["pretrained"] is not None else "random",
+                delta=hp["delta"],
+                rho_init=hp["rho_init"],
+                kl=hp["kl"],
+                mu_init_scale=hp["mu_init_scale"],
+            )
+        net.output_width = outputs
+        return net
 
     @staticmethod
     def _check_samples(value: Any, field: str, maximum: int) -> int:

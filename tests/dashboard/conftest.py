@@ -161,3 +161,30 @@ def study_store(tmp_path_factory) -> dict:
             )
         )
     return {"uri": uri, "storage": storage, "study": "prior", "parent": parent, "runs": run_ids}
+
+
+@pytest.fixture(scope="session")
+def resnet_run(tmp_path_factory) -> tuple[str, str]:
+    """(tracking_uri, run_id) of the example residual CNN (your own network) on digits, last block Bayesian."""
+    from bnn_testing import CONFIGS, train
+
+    root = tmp_path_factory.mktemp("resnet_store")
+    (root / "mlruns").mkdir()
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    cli = train(
+        CONFIGS / "digits.yaml",
+        uri,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--model.num_samples_eval",
+        "4",
+        "--model.network.class_path",
+        "lightning_bnn.nn.resnet.ResidualCNN",
+        "--model.network.init_args.width",
+        "4",
+        "--model.bayesian_layers",
+        '["blocks.2", "head"]',
+    )
+    return uri, cli.trainer.logger.run_id

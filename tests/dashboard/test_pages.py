@@ -319,3 +319,25 @@ def test_no_legacy_pages_folder():
         "run_detail.py",
         "runs.py",
     ]
+
+
+def test_predict_page_on_a_run_of_your_own_network(monkeypatch, resnet_run):
+    """The example residual CNN (a user network, last block Bayesian) predicts on the page as a built-in model does."""
+    uri, run_id = resnet_run
+    at = app(monkeypatch, uri, [run_id])
+    open_page(at, "predict")
+    no_exceptions(at)
+    at.file_uploader(key="image_upload").set_value([("digit.png", digit_png(0), "image/png")])
+    at.run()
+    no_exceptions(at)
+    shown = metrics(at)
+    assert shown["Predicted class"] in [str(i) for i in range(10)]
+    entropy = float(shown["Predictive entropy (nats)"])
+    assert 0.0 <= entropy <= np.log(10) + 1e-6
+    assert float(shown["Aleatoric"]) + float(shown["Epistemic"]) == pytest.approx(entropy, abs=2e-3)
+    figures = charts(at)
+    assert len(figures) == 2
+    assert len(figures[0]["data"][0]["y"]) == 100 * 10
+    at.slider(key="num_samples").set_value(7).run()
+    no_exceptions(at)
+    assert len(charts(at)[0]["data"][0]["y"]) == 7 * 10

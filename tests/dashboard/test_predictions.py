@@ -124,3 +124,18 @@ def test_sessions_sharing_a_model_do_not_see_each_others_estimator(digits_model)
         t.join()
     assert not errors  # a thread that saw the other's estimator gets different numbers
     assert not torch.allclose(sampled[0], sampled[1])  # the sampled session really samples
+
+
+def test_describe_network_names_a_user_network():
+    from types import SimpleNamespace
+
+    from dashboard.predictions import describe_network
+
+    built_in = SimpleNamespace(layer_type="bayes", architecture="mlp", hidden_sizes=[8], network=None)
+    assert describe_network(built_in) == "bayes mlp [8]"
+    own = SimpleNamespace(
+        layer_type="bayes", network={"class_path": "my_pkg.Net", "init_args": {}}, bayesian_layers=["head.*"]
+    )
+    assert describe_network(own) == "my_pkg.Net (Bayesian layers ['head.*'])"
+    old = SimpleNamespace(layer_type="deterministic", architecture="cnn", hidden_sizes=[])  # a version 1 model.json
+    assert describe_network(old) == "deterministic cnn []"
