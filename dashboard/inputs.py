@@ -159,7 +159,7 @@ def image_to_model_input(name: str, data: bytes, preprocessing: Preprocessing | 
     image = open_image(name, data)
     gray = to_grayscale(image)
     preview, inverted = preprocessing.fit_picture(gray)
-    array = preprocessing.transform(preview)[0].numpy()
+    array = preprocessing.pixels_to_array(preview)[0]
     return ProcessedImage(name, array, preview, inverted, image.size, upload_warnings(gray, preprocessing))
 
 
@@ -325,7 +325,7 @@ def validate_form_values(values: dict[str, object], feature_names: list[str]) ->
 
 def standardise(features: np.ndarray, preprocessing: Preprocessing | dict) -> np.ndarray:
     """Raw tabular features ``[N, F]`` -> model inputs ``(x - mean) / std`` (float32)."""
-    return Preprocessing.from_dict(preprocessing).transform(features).numpy()
+    return Preprocessing.from_dict(preprocessing).transform(features).numpy()  # imports torch (tabular models)
 
 
 __all__ = [

@@ -7,16 +7,29 @@ that travels with the trained model. Configs name them by their short class path
 e.g. ``lightning_bnn.data.DigitsDataModule``.
 """
 
-from lightning_bnn.data.base import BaseDataModule, DigitsDataModule, Splits, ToyRegressionDataModule
-from lightning_bnn.data.idx import FashionMNISTDataModule, MNISTDataModule
-from lightning_bnn.data.tabular import CSVDataModule
+from __future__ import annotations
 
-__all__ = [
-    "BaseDataModule",
-    "CSVDataModule",
-    "DigitsDataModule",
-    "FashionMNISTDataModule",
-    "MNISTDataModule",
-    "Splits",
-    "ToyRegressionDataModule",
-]
+import importlib
+from typing import Any
+
+#: the data modules, imported on first use (they import Lightning; the preprocessing does not)
+_EXPORTS = {
+    "BaseDataModule": "base",
+    "DigitsDataModule": "base",
+    "Splits": "base",
+    "ToyRegressionDataModule": "base",
+    "FashionMNISTDataModule": "idx",
+    "MNISTDataModule": "idx",
+    "CSVDataModule": "tabular",
+    "UCIDataModule": "uci",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lightning_bnn.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"lightning_bnn.data.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

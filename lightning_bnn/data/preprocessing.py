@@ -22,16 +22,21 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 #: version of the dict written by :meth:`Preprocessing.to_dict`; dicts without one are version 1
 FORMAT_VERSION = 1
 #: fraction of the side left empty around a centred digit: MNIST-style 28x28 images hold it in a
 #: 20x20 box; scikit-learn's 8x8 digits fill the frame's height
 MNIST_MARGIN = 4 / 28
+#: longest side of the square a picture is centred on before resizing; a longer crop is shrunk first
+#: (a 28 x 42268 strip would otherwise make a square of 42268^2 pixels)
+MAX_FRAME_SIDE = 2048
 
 
 class PreprocessingError(ValueError):
@@ -72,6 +77,8 @@ class Preprocessing(ABC):
             raise PreprocessingError(
                 f"expected input of shape [B, {', '.join(map(str, shape))}], got {list(array.shape)}"
             )
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(array.reshape(-1, *shape)))
 
     def serving_example(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,6 +159,8 @@ class NoPreprocessing(Preprocessing):
 
     def transform(self, raw: Any) -> torch.Tensor:
         """``raw`` as a float32 tensor."""
+        import torch
+
         return torch.as_tensor(np.asarray(raw, dtype=np.float32))
 
 
@@ -197,8 +206,8 @@ class ImagePreprocessing(Preprocessing):
             return float(self.margin)
         return 0.0 if max(self.height, self.width) <= 8 else MNIST_MARGIN
 
-    def transform(self, raw: Any) -> torch.Tensor:
-        """Pixels ``[N, height, width]`` (uint8, light ink on dark) -> model inputs ``[N, C, H, W]``."""
+    def pixels_to_array(self, raw: Any) -> np.ndarray:
+        """Pixels ``[N, height, width]`` (uint8, light ink on dark) -> model inputs ``[N, C, H, W]`` (numpy float32)."""
         pixels = np.asarray(raw)
         if pixels.ndim == 2:
             pixels = pixels[None]
@@ -206,8 +215,14 @@ class ImagePreprocessing(Preprocessing):
             raise PreprocessingError(
                 f"images must be [N, {self.height}, {self.width}] pixels, got shape {list(pixels.shape)}"
             )
-        x = torch.as_tensor(pixels.astype(np.float32) / 255.0 * self.scale)
-        return x[:, None].expand(-1, self.channels, -1, -1).contiguous()
+        scaled = (pixels.astype(np.float32) / 255.0 * self.scale).astype(np.float32)
+        return np.ascontiguousarray(np.repeat(scaled[:, None], self.channels, axis=1))
+
+    def transform(self, raw: Any) -> torch.Tensor:
+        """Pixels ``[N, height, width]`` (uint8, light ink on dark) -> model inputs ``[N, C, H, W]``."""
+        import torch
+
+        return torch.from_numpy(self.pixels_to_array(raw))
 
     def to_pixels(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
         """Inverse of :meth:`transform` for one input ``[C, H, W]``: uint8 pixels ``[H, W]``."""
@@ -236,6 +251,10 @@ class ImagePreprocessing(Preprocessing):
         box = mask.getbbox()
         if box is not None:
             image = image.crop(box)
+        if max(image.size) > MAX_FRAME_SIDE:  # a long thin strip: shrink it first, not a square of its length
+            factor = MAX_FRAME_SIDE / max(image.size)
+            small = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+            image = image.resize(small, Image.Resampling.BOX)
         side = max(image.size)
         pad = int(round(side * self.frame_margin / (1 - 2 * self.frame_margin)))
         square = Image.new("L", (side + 2 * pad, side + 2 * pad), 0)
@@ -308,6 +327,8 @@ class TabularPreprocessing(Preprocessing):
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
             raise PreprocessingError(f"rows must have {len(self.feature_names)} features, got shape {list(x.shape)}")
         standard = (x - np.asarray(self.feature_mean)) / np.asarray(self.feature_std)
+        import torch
+
         return torch.as_tensor(standard.astype(np.float32))
 
     def serving_input(self, model_input: Any, input_shape: Sequence[int]) -> torch.Tensor:
@@ -319,10 +340,14 @@ class TabularPreprocessing(Preprocessing):
 
     def serving_example(self, x: torch.Tensor) -> torch.Tensor:
         """Model inputs -> raw feature rows, the form :meth:`serving_input` takes."""
+        import torch
+
         return self.inverse_features(x.reshape(x.shape[0], -1).to(torch.float64))
 
     def inverse_features(self, x: torch.Tensor) -> torch.Tensor:
         """Model inputs ``[N, F]`` -> raw feature values."""
+        import torch
+
         mean = torch.tensor(self.feature_mean, dtype=x.dtype, device=x.device)
         std = torch.tensor(self.feature_std, dtype=x.dtype, device=x.device)
         return x * std + mean

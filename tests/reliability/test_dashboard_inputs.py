@@ -171,3 +171,17 @@ def test_fuzzed_csv_uploads(header, body):
 @FUZZ
 def test_fuzzed_bytes_as_csv(data):
     check_csv(data)
+
+
+def test_a_long_thin_strip_is_fitted_in_bounded_time():
+    # found by test_corrupted_images: a JPEG whose header became 28 x 42268 pixels was centred on a
+    # 42268^2 square before resizing (3-4 s); a crop longer than MAX_FRAME_SIDE is shrunk first
+    import io
+
+    from PIL import Image
+
+    strip = np.zeros((42268, 28), dtype=np.uint8)
+    strip[1000:41000, 10:18] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(strip).save(buffer, "PNG")
+    check_image(buffer.getvalue())
