@@ -56,7 +56,7 @@ def test_ece_matches_an_independent_15_bin_computation():
     target = torch.randint(0, 4, (500,), generator=gen)
     conf, pred = probs.max(dim=1)
     correct = (pred == target).double()
-    edges = torch.linspace(0, 1, ECE_BINS + 1, dtype=torch.float64)
+    edges = torch.linspace(0, 1, 15 + 1, dtype=torch.float64)  # 15 bins (Guo et al. 2017), not imported
     expected = 0.0
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = (conf.double() >= lo) & (conf.double() < hi)
@@ -128,3 +128,21 @@ def test_regression_coverage_of_a_calibrated_gaussian_is_near_95_percent():
     values = metrics.compute()
     assert float(values["picp95"]) == pytest.approx(0.95, abs=0.01)
     assert float(values["rmse"]) == pytest.approx(1.0, abs=0.02)
+
+
+def test_ece_uses_15_bins():
+    """Cases whose ECE depends on the bin count: 15 equal-width bins, written here (not imported).
+
+    Case 1: 10 examples at confidence 0.62, all right, and 10 at 0.68 with 3 right. With 15 bins they
+    fall in [0.600, 0.667) and [0.667, 0.733): ECE = (0.38 + 0.38) / 2 = 0.38. With 10, 5 or 2 bins they
+    share a bin with accuracy 0.65 = mean confidence: ECE = 0.
+    Case 2: 10 at 0.605, all right, and 10 at 0.655 with 2 right. With 15 bins both lie in
+    [0.600, 0.667): |0.6 - 0.63| = 0.03. With 20 or 30 bins they are split: (0.395 + 0.455) / 2 = 0.425.
+    """
+    assert ECE_BINS == 15
+    p1, t1 = _group(10, 0.62, 10)
+    p2, t2 = _group(10, 0.68, 3)
+    assert _classification(torch.cat([p1, p2]), torch.cat([t1, t2]))["ece"] == pytest.approx(0.38, abs=1e-5)
+    p1, t1 = _group(10, 0.605, 10)
+    p2, t2 = _group(10, 0.655, 2)
+    assert _classification(torch.cat([p1, p2]), torch.cat([t1, t2]))["ece"] == pytest.approx(0.03, abs=1e-5)
