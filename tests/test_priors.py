@@ -218,3 +218,32 @@ def test_prior_config_round_trip():
     assert config.name is PriorName.laplace
     assert PriorConfig(**config.to_dict()) == config
     assert config.to_dict()["name"] == "laplace"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "gaussian", "sigma": 0.0}, "prior.sigma must be a finite number > 0, got 0.0"),
+        ({"name": "gaussian", "sigma": math.inf}, "prior.sigma must be a finite number > 0, got inf"),
+        ({"name": "gaussian", "sigma": True}, "prior.sigma must be a finite number > 0, got True"),
+        ({"name": "gaussian", "sigma": "1"}, "prior.sigma must be a finite number > 0, got '1'"),
+        ({"name": "scale_mixture", "sigma1": -1.0}, "prior.sigma1 must be a finite number > 0, got -1.0"),
+        ({"name": "laplace", "scale": 0.0}, "prior.scale must be a finite number > 0, got 0.0"),
+        ({"name": "scale_mixture", "pi": 0.0}, "prior.pi must lie strictly between 0 and 1, got 0.0"),
+        ({"name": "scale_mixture", "pi": 1.0}, "prior.pi must lie strictly between 0 and 1, got 1.0"),
+        ({"name": "scale_mixture", "pi": 1.5}, "prior.pi must lie strictly between 0 and 1, got 1.5"),
+        ({"name": "scale_mixture", "pi": math.nan}, "prior.pi must lie strictly between 0 and 1, got nan"),
+        ({"name": "cauchy"}, "prior.name must be one of gaussian, scale_mixture, laplace; got 'cauchy'"),
+    ],
+)
+def test_prior_config_refuses_bad_values_naming_the_field(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        PriorConfig(**kwargs)
+    assert str(info.value) == message
+
+
+def test_prior_config_checks_only_its_familys_fields():
+    """pi and the mixture sigmas are not checked for a Gaussian prior, nor sigma for a mixture."""
+    assert PriorConfig(name="gaussian", pi=0.0, sigma1=-1.0).sigma == 1.0
+    assert PriorConfig(name="scale_mixture", sigma=0.0, pi=0.999).pi == 0.999
+    assert PriorConfig(name="laplace", sigma=-1.0, pi=2.0).scale == 1.0
