@@ -90,6 +90,9 @@ def test_fast_dev_run_without_mlflow_records_nothing(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     cli = train(CONFIGS / "digits.yaml", uri, "--trainer.fast_dev_run", "true", "--mlflow.enabled", "false")
     assert not any(type(lg).__name__ == "MLFlowLogger" for lg in cli.trainer.loggers)
+    # nothing was written: no store database (the named one or a default ./mlruns), run folder or model file
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert not [p for p in written if p.startswith("mlruns") or p.endswith((".db", ".safetensors"))], written
 
 
 @pytest.mark.slow
