@@ -295,3 +295,59 @@ def test_flipout_covariance_across_the_batch_is_flipouts_not_shared_weights():
     corr = cov / (std[:, :, None] * std[:, None, :])
     mean_square = corr[:, ~torch.eye(6, dtype=torch.bool)].square().mean()
     assert mean_square < 5 / p.shape[1], float(mean_square)
+
+
+# -- with sigma -> 0 every path is the mean network -------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["forward", "forward_and_kl"])
+@pytest.mark.parametrize("mode", [f"train:{e}" for e in ESTIMATORS] + [f"eval:{e}" for e in PredictEstimator])
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("num_samples", [None, 1, 3])
+def test_every_path_with_vanishing_sigma_is_the_mean_layer_with_its_bias(kind, mode, path, num_samples):
+    """sigma = softplus(-40) ~ 4e-18: every estimator, mode and input layout gives op(x, mu) + mu_b.
+
+    Catches a dropped bias or weight on one path (e.g. the one-sample shortcut of weight sampling),
+    a wrong sample axis on the fused path, or a sample dimension added to or lost from the output.
+    """
+    make, in_shape, out_shape = LAYERS[kind]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = make(rho_init=-40.0)
+        with torch.no_grad():
+            layer.bias.mu.uniform_(1.0, 2.0)  # a bias far from 0
+        stage, estimator = mode.split(":")
+        if stage == "train":
+            layer.estimator = Estimator(estimator)
+            layer.train()
+        else:
+            set_predict_estimator(layer, estimator)
+            layer.eval()
+        x = torch.randn(B, *in_shape)
+        inputs = x if num_samples is None else x.unsqueeze(0).expand(num_samples, *x.shape).contiguous()
+        with torch.no_grad():
+            out = layer(inputs) if path == "forward" else layer.forward_and_kl(inputs)[0]
+            expected = layer._op(x, layer.weight.mu, layer.bias.mu)
+    assert out.shape == inputs.shape[: inputs.dim() - len(in_shape)] + out_shape
+    torch.testing.assert_close(out, expected.expand_as(out), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_in_features_name_the_field():
+    with pytest.raises(ValueError, match="in_features must be a positive integer, got 0"):
+        BayesLinear(0, 3)
+    with pytest.raises(ValueError, match="in_channels must be a positive integer, got -1"):
+        BayesConv2d(-1, 2, 3)
+    with pytest.raises(ValueError, match="out_channels must be a positive integer, got 0"):
+        BayesConv2d(1, 0, 3)
+
+
+def test_base_forward_and_kl_returns_the_output_and_the_kl():
+    class Scaled(lightning_bnn.BayesianModule):
+        def forward(self, x):
+            return 2 * x
+
+        def kl(self):
+            return torch.tensor(3.0)
+
+    out, kl = Scaled().forward_and_kl(torch.ones(2))
+    assert out.tolist() == [2.0, 2.0] and float(kl) == 3.0
