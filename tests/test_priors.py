@@ -247,3 +247,29 @@ def test_prior_config_checks_only_its_familys_fields():
     assert PriorConfig(name="gaussian", pi=0.0, sigma1=-1.0).sigma == 1.0
     assert PriorConfig(name="scale_mixture", sigma=0.0, pi=0.999).pi == 0.999
     assert PriorConfig(name="laplace", sigma=-1.0, pi=2.0).scale == 1.0
+
+
+def test_mc_kl_method_is_kept_for_every_prior():
+    assert resolve_kl_method("mc", MIXTURE) is KLMethod.mc
+    assert resolve_kl_method("mc", PriorConfig(name="laplace")) is KLMethod.mc
+    assert resolve_kl_method("exact", PriorConfig(name="laplace")) is KLMethod.exact
+
+
+def test_mc_kl_to_a_gaussian_prior_is_a_random_estimate_not_the_closed_form():
+    """kl='mc' with a Gaussian prior samples log q - log p (two draws differ); 'exact' is the closed form."""
+    post = GaussianPosterior((50,), mu_init_bound=0.5, rho_init=-2.0)
+    gaussian = PriorConfig(name="gaussian", sigma=0.5)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        first = post.moments_and_kl(gaussian, KLMethod.mc, 1)[2]
+        second = post.moments_and_kl(gaussian, KLMethod.mc, 1)[2]
+    assert float(first) != float(second)
+    exact = D.kl_divergence(D.Normal(post.mu, post.sigma), D.Normal(0.0, 0.5)).sum()
+    torch.testing.assert_close(post.moments_and_kl(gaussian, KLMethod.exact)[2], exact)
+
+
+def test_mu_starts_uniform_on_both_sides_of_zero():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        mu = GaussianPosterior((2000,), mu_init_bound=0.5, rho_init=-3.0).mu
+    assert float(mu.min()) < -0.45 and float(mu.max()) > 0.45 and abs(float(mu.mean())) < 0.03
