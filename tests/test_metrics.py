@@ -146,3 +146,36 @@ def test_ece_uses_15_bins():
     p1, t1 = _group(10, 0.605, 10)
     p2, t2 = _group(10, 0.655, 2)
     assert _classification(torch.cat([p1, p2]), torch.cat([t1, t2]))["ece"] == pytest.approx(0.03, abs=1e-5)
+
+
+def test_probabilities_rounded_past_0_or_1_are_not_taken_for_logits():
+    """A mean probability of 1 + 1e-6 (float rounding) or -1e-7 is clamped, not softmaxed by torchmetrics.
+
+    Unclamped, torchmetrics would read the row [1 + 1e-6, 0, 0] as logits: confidence 0.58 and ECE 0.42.
+    """
+    for probs in (torch.tensor([[[1.0 + 1e-6, 0.0, 0.0]]]), torch.tensor([[[1.0, -1e-7, 0.0]]])):
+        values = _classification(probs, torch.tensor([0]))
+        assert values["acc"] == 1.0
+        assert values["ece"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_regression_metrics_reset_every_value():
+    metrics = RegressionMetrics()
+    metrics.update(torch.zeros(1, 2, 1), torch.ones(1, 2, 1), torch.full((2, 1), 5.0))
+    metrics.reset()
+    metrics.update(torch.zeros(1, 2, 1), torch.ones(1, 2, 1), torch.zeros(2, 1))
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    assert values["rmse"] == 0.0 and values["picp95"] == 1.0
+    assert values["nll"] == pytest.approx(0.5 * math.log(2 * math.pi))
+    assert values["width95"] == pytest.approx(2 * 1.959963984540054, rel=1e-6)
+
+
+def test_regression_metrics_of_two_outputs():
+    """D = 2 targets: every (example, output) pair counts once."""
+    metrics = RegressionMetrics()
+    mean = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    metrics.update(mean, torch.ones_like(mean), target)
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    assert values["rmse"] == pytest.approx(math.sqrt((1 + 9) / 4))
+    assert values["picp95"] == pytest.approx(0.75)
