@@ -49,7 +49,9 @@ def datamodule_class(class_path: object, bundled_only: bool = False) -> type:
         if bundled_only:
             bundled = sorted(n for n, (_, ok) in _CLASSES.items() if ok)
             raise StoredDataError(f"{class_path!r}: examples are only rebuilt for the bundled data sets {bundled}")
-        raise StoredDataError(f"data.class_path {class_path!r} is not a lightning_bnn data module; known: {sorted(_CLASSES)}")
+        raise StoredDataError(
+            f"data.class_path {class_path!r} is not a lightning_bnn data module; known: {sorted(_CLASSES)}"
+        )
     return getattr(_data, name)
 
 
