@@ -80,3 +80,17 @@ def test_mixture_log_likelihood_by_hand():
     assert float(mixture_log_likelihood(mean, std, torch.tensor([[0.0]], dtype=torch.float64))) == pytest.approx(
         expected, rel=1e-9
     )
+
+
+def test_central_interval_is_95_percent_by_default():
+    low, high = central_interval(torch.tensor([0.0]), torch.tensor([1.0]))
+    assert float(high) == pytest.approx(1.959963984540054, rel=1e-6) and float(low) == -float(high)
+
+
+def test_sample_counts_from_1_to_the_maximum_are_accepted_and_others_refused():
+    from lightning_bnn.nn.predictive import MAX_SAMPLES, check_num_samples
+
+    assert check_num_samples(1) == 1 and check_num_samples(MAX_SAMPLES) == MAX_SAMPLES == 10_000
+    for bad in (0, MAX_SAMPLES + 1, True, 2.0, "3"):
+        with pytest.raises(ValueError, match=f"num_samples must be an integer between 1 and 10000, got {bad!r}"):
+            check_num_samples(bad)
