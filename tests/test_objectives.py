@@ -208,3 +208,12 @@ def test_blundell_clamps_batches_past_the_last():
     last = 2 ** (4 - 4) / (2**4 - 1)
     assert kl_weight("blundell", 3, 4) == pytest.approx(last)
     assert kl_weight("blundell", 5, 4) == pytest.approx(last)
+
+
+@pytest.mark.parametrize(("noise_std", "shown"), [(0.0, "0.0"), (-1.0, "-1.0"), (math.inf, "inf"), (math.nan, "nan")])
+def test_gaussian_likelihood_refuses_a_noise_std_that_is_not_positive_and_finite(noise_std, shown):
+    from lightning_bnn.nn.likelihoods import GaussianLikelihood
+
+    with pytest.raises(ValueError) as info:
+        GaussianLikelihood(1, noise="fixed", noise_std=noise_std)
+    assert str(info.value) == f"noise_std must be a finite number > 0, got {shown}"
