@@ -117,7 +117,8 @@ def test_toy_regression_config_fits_and_covers(store):
     test rmse 0.061-0.074; picp95 inside the data (x in [0, 0.5]) 0.918, 0.977, 0.926, 0.957, 0.930;
     band width away from the data (mean over x in [-0.3, -0.1] and [1.0, 1.3]) over the width
     inside: 21.3, 12.2, 19.9, 12.0 on seeds 1-4 (seed 0: 10.5 on [1.0, 1.3] alone). Typical bugs: a
-    band 3x too wide spans +-5.9 std and covers ~1.0 (> 0.99; computed, not run); a predictive std without the epistemic part Var_s m_s gives
+    band 3x too wide spans +-5.9 std and covers ~1.0 (> 0.99; computed, not run); a predictive std
+    without the epistemic part Var_s m_s gives
     the ratio 1.0 on every seed, as does the deterministic baseline (learned noise std independent of
     x: 1.0 exactly, seeds 0 and 1).
     rmse < 0.1 only says it learned the curve: a cubic fit also reaches 0.065.
