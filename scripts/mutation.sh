@@ -17,7 +17,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 MUTMUT="$(dirname "$PYTHON")/mutmut"
 JOBS=${JOBS:-$(nproc)}
 
-# module -> "file to mutate|fast tests that cover it"
+# module -> "file to mutate|fast tests that cover it[|pytest -k expression]"
 declare -A MODULES=(
   [priors]="lightning_bnn/nn/priors.py|tests/test_priors.py"
   [posterior]="lightning_bnn/nn/posterior.py|tests/test_priors.py tests/test_fast_paths.py tests/test_layers.py"
@@ -27,7 +27,7 @@ declare -A MODULES=(
   [metrics]="lightning_bnn/evaluation/metrics.py|tests/test_metrics.py"
   [predictive]="lightning_bnn/nn/predictive.py|tests/test_predictive.py tests/test_metrics.py tests/test_models.py"
   [likelihoods]="lightning_bnn/nn/likelihoods.py|tests/test_objectives.py tests/test_models.py"
-  [prune]="lightning_bnn/evaluation/prune.py|tests/test_prune.py"
+  [prune]="lightning_bnn/evaluation/prune.py|tests/test_prune.py|not command"  # the command test trains a model
   [inputs]="dashboard/inputs.py|tests/dashboard/test_inputs.py tests/reliability/test_dashboard_inputs.py"
 )
 ORDER=(priors posterior layers fused objectives metrics predictive likelihoods prune inputs)
@@ -39,8 +39,10 @@ summary=()
 for module in "${ORDER[@]}"; do
   spec=${MODULES[$module]:-}
   [ -n "$spec" ] || { echo "unknown module '$module'; known: ${!MODULES[*]}" >&2; exit 2; }
-  file=${spec%%|*}
-  read -r -a tests <<< "${spec#*|}"
+  IFS='|' read -r file test_list select <<< "$spec"
+  read -r -a tests <<< "$test_list"
+  extra_args=""
+  [ -n "$select" ] && extra_args=", \"-k\", \"$select\""
   existing=()
   for t in "${tests[@]}"; do [ -e "$t" ] && existing+=("$t"); done
   work=.mutation/$module
@@ -52,7 +54,7 @@ for module in "${ORDER[@]}"; do
 source_paths = ["lightning_bnn", "dashboard"]
 only_mutate = ["$file"]
 pytest_add_cli_args_test_selection = $(toml_list "${existing[@]}")
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow and not browser"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow and not browser"$extra_args]
 process_isolation = "forkserver"
 TOML
   echo "== $module: $file; tests: ${existing[*]}"
