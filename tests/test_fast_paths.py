@@ -235,3 +235,24 @@ def test_kept_sigma_follows_fused_adam_steps_between_evaluations():
         out, kl = net.forward_with_kl(x, 1)
         (out.square().sum() + kl).backward()
         optimizer.step()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_local_linear_gradcheck_without_the_kl(bias):
+    """The backward when only the outputs reach the loss (the KL's gradient is None), against finite differences."""
+    g = torch.Generator().manual_seed(2)
+
+    def leaf(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale + shift).requires_grad_()
+
+    w_mu, w_rho = leaf(3, 4, scale=0.5), leaf(3, 4, scale=0.3, shift=-1.0)
+    b = (leaf(3, scale=0.5), leaf(3, scale=0.3, shift=-1.0)) if bias else ()
+    x = leaf(2, 5, 4)
+
+    def f(x, w_mu, w_rho, *b):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            out, _ = LocalLinearGaussian.apply(x, w_mu, w_rho, *(b or (None, None)), 0.8)
+        return out.sin().sum()
+
+    assert torch.autograd.gradcheck(f, (x, w_mu, w_rho, *b))

@@ -238,3 +238,114 @@ def test_bad_layer_sizes_name_the_field():
         BayesLinear(3, 0)
     with pytest.raises(ValueError, match="kernel_size must be a positive integer, got 0"):
         BayesConv2d(1, 2, 0)
+
+
+# -- flipout is not shared-weight sampling ----------------------------------------------------------------
+
+
+def _flipout_perturbations(num_copies: int, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Perturbations y - x mu of a bias-free flipout layer for ``num_copies`` copies of one input.
+
+    Returns (perturbations [S, N, out], expected variance x^2 sigma^2 [out]).
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = BayesLinear(3, 6, bias=False, estimator="flipout", rho_init=-1.0)
+        layer.train()
+        x = torch.tensor([1.0, -1.5, 0.8])
+        inputs = x.expand(num_samples, num_copies, 3).contiguous()
+        with torch.no_grad():
+            out = layer(inputs)
+            mean = F.linear(x, layer.weight.mu)
+            var = F.linear(x.square(), layer.weight.sigma.square())
+    return out - mean, var
+
+
+def test_flipout_gives_two_copies_of_one_input_different_outputs():
+    """Flipout's y = x mu + ((x * r) delta) * s: per-example signs r (inputs) and s (outputs).
+
+    Without any signs, copies are equal (shared-weight sampling); without the input signs r
+    they differ only in sign (|p_a| = |p_b|); without the output signs s they differ, but see
+    the covariance test below.
+    """
+    p, _ = _flipout_perturbations(num_copies=2, num_samples=4)
+    assert not torch.allclose(p[:, 0], p[:, 1])
+    assert not torch.allclose(p[:, 0].abs(), p[:, 1].abs())
+
+
+def test_flipout_covariance_across_the_batch_is_flipouts_not_shared_weights():
+    """For one weight perturbation delta (one sample s), N copies of an input x give perturbations p_n.
+
+    Flipout: p_nj = s_nj sum_i x_i r_ni delta_ji with independent signs, so across the batch
+    Cov(p_j, p_k) = 0 for j != k and Var(p_j) = sum_i x_i^2 delta_ji^2, whose mean over delta is
+    x^2 sigma^2 (the local estimator's variance). Shared-weight sampling: every copy equal, batch
+    variance 0. Flipout without the output signs s: Cov(p_j, p_k) = sum_i x_i^2 delta_ji delta_ki != 0.
+    Measured (seed 0, S = 200, N = 500): mean squared correlation 0.0020 (= 1/N); without the output
+    signs 0.36; the batch variance's mean over delta within 8% of x^2 sigma^2 (shared weights: 0).
+    """
+    p, var = _flipout_perturbations(num_copies=500, num_samples=200)
+    batch_var = p.var(dim=1)  # [S, out]
+    assert (batch_var > 0).all()  # shared weights: 0
+    # 200 draws of a weighted chi-square with 3 weights: the mean has ~6% relative sd
+    torch.testing.assert_close(batch_var.mean(0), var, rtol=0.25, atol=0.0)
+    centred = p - p.mean(dim=1, keepdim=True)
+    cov = torch.einsum("snj,snk->sjk", centred, centred) / (p.shape[1] - 1)
+    std = cov.diagonal(dim1=1, dim2=2).sqrt()
+    corr = cov / (std[:, :, None] * std[:, None, :])
+    mean_square = corr[:, ~torch.eye(6, dtype=torch.bool)].square().mean()
+    assert mean_square < 5 / p.shape[1], float(mean_square)
+
+
+# -- with sigma -> 0 every path is the mean network -------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["forward", "forward_and_kl"])
+@pytest.mark.parametrize("mode", [f"train:{e}" for e in ESTIMATORS] + [f"eval:{e}" for e in PredictEstimator])
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("num_samples", [None, 1, 3])
+def test_every_path_with_vanishing_sigma_is_the_mean_layer_with_its_bias(kind, mode, path, num_samples):
+    """sigma = softplus(-40) ~ 4e-18: every estimator, mode and input layout gives op(x, mu) + mu_b.
+
+    Catches a dropped bias or weight on one path (e.g. the one-sample shortcut of weight sampling),
+    a wrong sample axis on the fused path, or a sample dimension added to or lost from the output.
+    """
+    make, in_shape, out_shape = LAYERS[kind]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = make(rho_init=-40.0)
+        with torch.no_grad():
+            layer.bias.mu.uniform_(1.0, 2.0)  # a bias far from 0
+        stage, estimator = mode.split(":")
+        if stage == "train":
+            layer.estimator = Estimator(estimator)
+            layer.train()
+        else:
+            layer.eval()
+        x = torch.randn(B, *in_shape)
+        inputs = x if num_samples is None else x.unsqueeze(0).expand(num_samples, *x.shape).contiguous()
+        with torch.no_grad(), sampling(estimator=estimator if stage != "train" else None):
+            out = layer(inputs) if path == "forward" else layer.forward_and_kl(inputs)[0]
+            expected = layer._op(x, layer.weight.mu, layer.bias.mu)
+    assert out.shape == inputs.shape[: inputs.dim() - len(in_shape)] + out_shape
+    torch.testing.assert_close(out, expected.expand_as(out), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_in_features_name_the_field():
+    with pytest.raises(ValueError, match="in_features must be a positive integer, got 0"):
+        BayesLinear(0, 3)
+    with pytest.raises(ValueError, match="in_channels must be a positive integer, got -1"):
+        BayesConv2d(-1, 2, 3)
+    with pytest.raises(ValueError, match="out_channels must be a positive integer, got 0"):
+        BayesConv2d(1, 0, 3)
+
+
+def test_base_forward_and_kl_returns_the_output_and_the_kl():
+    class Scaled(lightning_bnn.BayesianModule):
+        def forward(self, x):
+            return 2 * x
+
+        def kl(self):
+            return torch.tensor(3.0)
+
+    out, kl = Scaled().forward_and_kl(torch.ones(2))
+    assert out.tolist() == [2.0, 2.0] and float(kl) == 3.0

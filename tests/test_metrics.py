@@ -56,7 +56,7 @@ def test_ece_matches_an_independent_15_bin_computation():
     target = torch.randint(0, 4, (500,), generator=gen)
     conf, pred = probs.max(dim=1)
     correct = (pred == target).double()
-    edges = torch.linspace(0, 1, ECE_BINS + 1, dtype=torch.float64)
+    edges = torch.linspace(0, 1, 15 + 1, dtype=torch.float64)  # 15 bins (Guo et al. 2017), not imported
     expected = 0.0
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = (conf.double() >= lo) & (conf.double() < hi)
@@ -149,3 +149,54 @@ def test_risk_coverage_and_aurc_by_hand():
     metric = SelectiveRisk()
     metric.update(bad, torch.tensor([0, 0, 1, 1]))
     assert float(metric.compute()) == pytest.approx((1 + 1 + 2 / 3 + 2 / 4) / 4, rel=1e-6)
+
+
+def test_ece_uses_15_bins():
+    """Cases whose ECE depends on the bin count: 15 equal-width bins, written here (not imported).
+
+    Case 1: 10 examples at confidence 0.62, all right, and 10 at 0.68 with 3 right. With 15 bins they
+    fall in [0.600, 0.667) and [0.667, 0.733): ECE = (0.38 + 0.38) / 2 = 0.38. With 10, 5 or 2 bins they
+    share a bin with accuracy 0.65 = mean confidence: ECE = 0.
+    Case 2: 10 at 0.605, all right, and 10 at 0.655 with 2 right. With 15 bins both lie in
+    [0.600, 0.667): |0.6 - 0.63| = 0.03. With 20 or 30 bins they are split: (0.395 + 0.455) / 2 = 0.425.
+    """
+    assert ECE_BINS == 15
+    p1, t1 = _group(10, 0.62, 10)
+    p2, t2 = _group(10, 0.68, 3)
+    assert _classification(torch.cat([p1, p2]), torch.cat([t1, t2]))["ece"] == pytest.approx(0.38, abs=1e-5)
+    p1, t1 = _group(10, 0.605, 10)
+    p2, t2 = _group(10, 0.655, 2)
+    assert _classification(torch.cat([p1, p2]), torch.cat([t1, t2]))["ece"] == pytest.approx(0.03, abs=1e-5)
+
+
+def test_probabilities_rounded_past_0_or_1_are_not_taken_for_logits():
+    """A mean probability of 1 + 1e-6 (float rounding) or -1e-7 is clamped, not softmaxed by torchmetrics.
+
+    Unclamped, torchmetrics would read the row [1 + 1e-6, 0, 0] as logits: confidence 0.58 and ECE 0.42.
+    """
+    for probs in (torch.tensor([[[1.0 + 1e-6, 0.0, 0.0]]]), torch.tensor([[[1.0, -1e-7, 0.0]]])):
+        values = _classification(probs, torch.tensor([0]))
+        assert values["acc"] == 1.0
+        assert values["ece"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_regression_metrics_reset_every_value():
+    metrics = regression_metrics()
+    metrics.update((torch.zeros(1, 2, 1), torch.ones(1, 2, 1)), torch.full((2, 1), 5.0))
+    metrics.reset()
+    metrics.update((torch.zeros(1, 2, 1), torch.ones(1, 2, 1)), torch.zeros(2, 1))
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    assert values["rmse"] == 0.0 and values["picp95"] == 1.0
+    assert values["nll"] == pytest.approx(0.5 * math.log(2 * math.pi))
+    assert values["width95"] == pytest.approx(2 * 1.959963984540054, rel=1e-6)
+
+
+def test_regression_metrics_of_two_outputs():
+    """D = 2 targets: every (example, output) pair counts once."""
+    metrics = regression_metrics()
+    mean = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    metrics.update((mean, torch.ones_like(mean)), target)
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    assert values["rmse"] == pytest.approx(math.sqrt((1 + 9) / 4))
+    assert values["picp95"] == pytest.approx(0.75)

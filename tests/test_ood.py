@@ -79,11 +79,18 @@ def test_trained_model_scores_noise_as_out_of_distribution(digits_run):
     uri, run_id = digits_run
     client = MlflowClient(uri)
     metrics = client.get_run(run_id).data.metrics
-    for name in ("noise", "inverted", "rotated"):
-        for score in ("entropy", "mi"):
-            assert 0.0 <= metrics[f"test/ood_auroc_{score}_{name}"] <= 1.0
-    # uniform noise is more uncertain than the test digits: entropy higher out of distribution
-    assert metrics["test/ood_auroc_entropy_noise"] > 0.5
+    assert {f"test/ood_auroc_{s}_{n}" for s in ("entropy", "mi") for n in ("noise", "inverted", "rotated")} <= set(
+        metrics
+    )
+    # Thresholds from this fixture's model (digits, hidden [32], 3 epochs) over seeds 0-4, measured
+    # 2026-12-03: AUROC of the predictive entropy on uniform noise 0.898, 0.889, 0.904, 0.948, 0.907;
+    # of the mutual information on noise 0.883, 0.843, 0.808, 0.809, 0.708 and on inverted digits
+    # 0.968, 0.977, 0.982, 0.979, 0.990. Typical bug: no epistemic part (samples that do not differ,
+    # MI of the averaged probabilities): MI AUROCs 0.46-0.52, as the deterministic baseline measured
+    # on the same seeds; random scores give 0.5 for the entropy too.
+    assert metrics["test/ood_auroc_entropy_noise"] > 0.8
+    assert metrics["test/ood_auroc_mi_noise"] > 0.6
+    assert metrics["test/ood_auroc_mi_inverted"] > 0.9
     assert metrics["test/ood_mean_entropy_noise"] > metrics["test/entropy"]
     paths = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert {OOD_HISTOGRAM, OOD_HISTOGRAM_CHART} <= paths

@@ -218,3 +218,58 @@ def test_prior_config_round_trip():
     assert config.name is PriorName.laplace
     assert PriorConfig(**config.to_dict()) == config
     assert config.to_dict()["name"] == "laplace"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "gaussian", "sigma": 0.0}, "prior.sigma must be a finite number > 0, got 0.0"),
+        ({"name": "gaussian", "sigma": math.inf}, "prior.sigma must be a finite number > 0, got inf"),
+        ({"name": "gaussian", "sigma": True}, "prior.sigma must be a finite number > 0, got True"),
+        ({"name": "gaussian", "sigma": "1"}, "prior.sigma must be a finite number > 0, got '1'"),
+        ({"name": "scale_mixture", "sigma1": -1.0}, "prior.sigma1 must be a finite number > 0, got -1.0"),
+        ({"name": "laplace", "scale": 0.0}, "prior.scale must be a finite number > 0, got 0.0"),
+        ({"name": "scale_mixture", "pi": 0.0}, "prior.pi must lie strictly between 0 and 1, got 0.0"),
+        ({"name": "scale_mixture", "pi": 1.0}, "prior.pi must lie strictly between 0 and 1, got 1.0"),
+        ({"name": "scale_mixture", "pi": 1.5}, "prior.pi must lie strictly between 0 and 1, got 1.5"),
+        ({"name": "scale_mixture", "pi": math.nan}, "prior.pi must lie strictly between 0 and 1, got nan"),
+        ({"name": "cauchy"}, "prior.name must be one of gaussian, scale_mixture, laplace; got 'cauchy'"),
+    ],
+)
+def test_prior_config_refuses_bad_values_naming_the_field(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        PriorConfig(**kwargs)
+    assert str(info.value) == message
+
+
+def test_prior_config_checks_only_its_familys_fields():
+    """pi and the mixture sigmas are not checked for a Gaussian prior, nor sigma for a mixture."""
+    assert PriorConfig(name="gaussian", pi=0.0, sigma1=-1.0).sigma == 1.0
+    assert PriorConfig(name="scale_mixture", sigma=0.0, pi=0.999).pi == 0.999
+    assert PriorConfig(name="laplace", sigma=-1.0, pi=2.0).scale == 1.0
+
+
+def test_mc_kl_method_is_kept_for_every_prior():
+    assert resolve_kl_method("mc", MIXTURE) is KLMethod.mc
+    assert resolve_kl_method("mc", PriorConfig(name="laplace")) is KLMethod.mc
+    assert resolve_kl_method("exact", PriorConfig(name="laplace")) is KLMethod.exact
+
+
+def test_mc_kl_to_a_gaussian_prior_is_a_random_estimate_not_the_closed_form():
+    """kl='mc' with a Gaussian prior samples log q - log p (two draws differ); 'exact' is the closed form."""
+    post = GaussianPosterior((50,), mu_init_bound=0.5, rho_init=-2.0)
+    gaussian = PriorConfig(name="gaussian", sigma=0.5)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        first = post.moments_and_kl(gaussian, KLMethod.mc, 1)[2]
+        second = post.moments_and_kl(gaussian, KLMethod.mc, 1)[2]
+    assert float(first) != float(second)
+    exact = D.kl_divergence(D.Normal(post.mu, post.sigma), D.Normal(0.0, 0.5)).sum()
+    torch.testing.assert_close(post.moments_and_kl(gaussian, KLMethod.exact)[2], exact)
+
+
+def test_mu_starts_uniform_on_both_sides_of_zero():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        mu = GaussianPosterior((2000,), mu_init_bound=0.5, rho_init=-3.0).mu
+    assert float(mu.min()) < -0.45 and float(mu.max()) > 0.45 and abs(float(mu.mean())) < 0.03

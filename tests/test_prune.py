@@ -156,8 +156,12 @@ def test_prune_command_logs_a_child_run(digits_run, tmp_path, capsys):
     rows = [dict(zip(table["columns"], row)) for row in table["data"]]
     total = int(child.data.params["total_weights"])
     assert [r["weights_left"] for r in rows] == [total, total - round(0.5 * total), total - round(0.98 * total)]
-    # 0% is the unpruned posterior-mean network: its error is that of a trained model
-    assert rows[0]["test_error"] < 0.5
+    # 0% is the unpruned posterior-mean network. Measured on this fixture's model (digits, hidden [32],
+    # 3 epochs) over seeds 0-4 (2026-12-03): test error 0.125-0.178 unpruned, 0.131-0.240 with the
+    # lowest-SNR half removed, 0.80-0.92 with 98% removed (what a model missing its important weights
+    # gives, as a mask that removes the wrong half would); chance is 0.9.
+    assert rows[0]["test_error"] < 0.25
+    assert rows[1]["test_error"] < 0.35
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["model.json", "pruned-0.safetensors", "pruned-50.safetensors", "pruned-98.safetensors"]
     assert (tmp_path / "pruned-98.safetensors").stat().st_size < (tmp_path / "pruned-0.safetensors").stat().st_size
