@@ -17,8 +17,7 @@ Lightning nor MLflow.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lightning_bnn._lazy import lazy_getattr
 
 _EXPORTS = {
     "BayesConv1d": "lightning_bnn.nn.layers",
@@ -38,12 +37,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lightning_bnn' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("lightning_bnn", _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

@@ -9,27 +9,21 @@ e.g. ``lightning_bnn.data.DigitsDataModule``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lightning_bnn._lazy import lazy_getattr
 
 #: the data modules, imported on first use (they import Lightning; the preprocessing does not)
 _EXPORTS = {
-    "BaseDataModule": "base",
-    "DigitsDataModule": "base",
-    "Splits": "base",
-    "ToyRegressionDataModule": "base",
-    "FashionMNISTDataModule": "idx",
-    "MNISTDataModule": "idx",
-    "CSVDataModule": "tabular",
-    "UCIDataModule": "uci",
+    "BaseDataModule": "lightning_bnn.data.base",
+    "DigitsDataModule": "lightning_bnn.data.base",
+    "Splits": "lightning_bnn.data.base",
+    "ToyRegressionDataModule": "lightning_bnn.data.base",
+    "FashionMNISTDataModule": "lightning_bnn.data.idx",
+    "MNISTDataModule": "lightning_bnn.data.idx",
+    "CSVDataModule": "lightning_bnn.data.tabular",
+    "UCIDataModule": "lightning_bnn.data.uci",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lightning_bnn.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"lightning_bnn.data.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("lightning_bnn.data", _EXPORTS, globals())

@@ -62,6 +62,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lightning_bnn.nn.backward import rho_gradient
+
 
 def mixture_constants(pi: float, sigma1: float, sigma2: float) -> tuple[float, float]:
     """``(alpha, gap)`` of d(t) = alpha - gap t / 2 (module docstring), for 0 < pi < 1.
@@ -164,14 +166,9 @@ class SoftplusMixtureKLBound(torch.autograd.Function):
         if c is not None:
             d_sigma = c if g_var is None else torch.add(c, g_var, alpha=2.0)
             d_sigma = torch.addcmul(-g_kl, var, d_sigma).div_(sigma)
-        elif g_var is not None:
-            d_sigma = torch.mul(sigma, g_var).mul_(2.0)
         else:
             d_sigma = None
-        if g_sigma is not None:
-            d_sigma = g_sigma if d_sigma is None else d_sigma.add_(g_sigma)
-        if ctx.needs_input_grad[1] and d_sigma is not None:
-            grad_rho = torch.sigmoid(rho).mul_(d_sigma)
+        grad_rho = rho_gradient(rho, sigma, d_sigma, g_var, g_sigma, ctx.needs_input_grad[1])
         if ctx.needs_input_grad[0] and c is not None:
             grad_mu = c.mul_(mu)
         return grad_mu, grad_rho, None, None, None

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_bnn.nn import sampling
+from lightning_bnn.nn.backward import rho_gradient
 from lightning_bnn.nn.mixture_kl import SoftplusMixtureKLBound, SoftplusMixtureMCKL, scale_mixture_kl_bound
 from lightning_bnn.nn.priors import PriorConfig, PriorName, make_prior
 
@@ -174,14 +175,9 @@ class _SoftplusGaussianKL(torch.autograd.Function):
             else:
                 d_sigma = (var * (g_kl * ctx.inv_var)).sub_(g_kl)
             d_sigma = d_sigma.div_(sigma)
-        elif g_var is not None:
-            d_sigma = torch.mul(sigma, g_var).mul_(2.0)
         else:
             d_sigma = None
-        if g_sigma is not None:
-            d_sigma = g_sigma if d_sigma is None else d_sigma.add_(g_sigma)
-        if ctx.needs_input_grad[1] and d_sigma is not None:
-            grad_rho = torch.sigmoid(rho).mul_(d_sigma)
+        grad_rho = rho_gradient(rho, sigma, d_sigma, g_var, g_sigma, ctx.needs_input_grad[1])
         if ctx.needs_input_grad[0] and g_kl is not None:
             grad_mu = mu * (g_kl * ctx.inv_var)
         return grad_mu, grad_rho, None
