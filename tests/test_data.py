@@ -280,8 +280,8 @@ def test_csv_regression_features_and_target_are_standardised_and_restored_in_uni
     torch.testing.assert_close(s.x_train.std(0, unbiased=False), torch.ones(2), atol=1e-3, rtol=0)
     assert abs(float(s.y_train.mean())) < 1e-5 and abs(float(s.y_train.std(unbiased=False)) - 1) < 1e-3
     for x, y in ((s.x_train, s.y_train), (s.x_test, s.y_test)):
-        a = x[:, 0].double() * pre["feature_std"][0] + pre["feature_mean"][0]
-        raw_y = y[:, 0].double() * pre["target_std"] + pre["target_mean"]
+        a = x[:, 0].double() * pre.feature_std[0] + pre.feature_mean[0]
+        raw_y = y[:, 0].double() * pre.target_std + pre.target_mean
         torch.testing.assert_close(raw_y, 2 * a + 1, atol=1e-4, rtol=0)
     # the unit scale itself: b was drawn with std 5 around 2
-    assert 3.0 < pre["feature_std"][1] < 7.0 and 0.0 < pre["feature_mean"][1] < 4.0
+    assert 3.0 < pre.feature_std[1] < 7.0 and 0.0 < pre.feature_mean[1] < 4.0

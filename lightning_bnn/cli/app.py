@@ -124,8 +124,8 @@ class BNNCLI(LightningCLI):
                 seed=int(config.get("seed_everything") or 0),
             )
             kwargs["callbacks"] = self._callbacks(trainer_cfg, [*self._restore(config), record, OODCallback()])
-        elif self._restore(config):  # no run to record: still keep the best validation epoch's weights
-            kwargs["callbacks"] = self._callbacks(trainer_cfg, self._restore(config))
+        elif self._restore(config):  # no run to record: still keep the best checkpoint's weights, if any is saved
+            kwargs["callbacks"] = self._callbacks(trainer_cfg, self._restore(config), default_checkpoint=False)
         trainer = super().instantiate_trainer(**kwargs)
         if trainer.fast_dev_run and isinstance(kwargs.get("logger"), MLFlowLogger):
             # fast_dev_run swaps every logger for a DummyLogger; a run is still recorded in MLflow.
@@ -170,11 +170,13 @@ class BNNCLI(LightningCLI):
         keep = config.get("model_checkpoint", ModelCheckpointChoice.best)
         return [RestoreBestWeights()] if self.subcommand == "fit" and keep == ModelCheckpointChoice.best else []
 
-    def _callbacks(self, trainer_cfg: dict, extra: list[L.Callback]) -> list[L.Callback]:
+    def _callbacks(
+        self, trainer_cfg: dict, extra: list[L.Callback], default_checkpoint: bool = True
+    ) -> list[L.Callback]:
         """The config's callbacks, then ``extra`` (in order), then the default checkpoint if the config has none."""
         callbacks = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
-        has_checkpoint = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+        has_checkpoint = any(isinstance(c, ModelCheckpoint) for c in callbacks) or not default_checkpoint
         return [*callbacks, *extra, *([] if has_checkpoint else self._default_checkpoint(trainer_cfg))]
 
     @staticmethod
