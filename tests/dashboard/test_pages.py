@@ -302,6 +302,23 @@ def test_predict_csv_classifier(monkeypatch, iris_run):
     assert len([m for m in at.metric if m.label == "Predicted class"]) == 2
     assert len(charts(at)) == 4
     assert "**row 1 (true target: setosa)**" in texts(at.markdown)
+    # the classes shown are the model's own answers to these raw rows (the page's seed 0, S = 100): a
+    # wrong standardisation or column order on the upload path would show other classes or probabilities
+    import pandas as pd
+
+    from dashboard import predictions
+    from lightning_bnn import load_model
+
+    module = load_model(run_id, tracking_uri=uri)
+    raw = pd.DataFrame([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], columns=features)
+    expected = predictions.classify(module, module.preprocessing.transform(raw).numpy(), 100)
+    shown = [m.value for m in at.metric if m.label == "Predicted class"]
+    assert shown == [expected.class_names[k] for k in expected.predicted]
+    shown_p = [m.value for m in at.markdown if m.value.startswith("p = **")]
+    assert shown_p == [
+        f"p = **{expected.mean[i, k]:.3f}** ± {expected.std[i, k]:.3f} across samples"
+        for i, k in enumerate(expected.predicted)
+    ]
     at.file_uploader(key="csv_upload").set_value(("bad.csv", b"sepal_length\nabc\n", "text/csv"))
     at.run()
     no_exceptions(at)
