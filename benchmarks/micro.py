@@ -141,9 +141,16 @@ def bayes_step(
     estimator: str, prior: str, samples: int, device: torch.device, kl: str = "auto"
 ) -> tuple[Callable[[], None], nn.Module, torch.optim.Optimizer]:
     """One training step of BNNModule: its own training_step, loss and optimizer."""
-    module = bayes_module(estimator, prior, samples, kl).to(device).train()
+    return module_step(bayes_module(estimator, prior, samples, kl), device, BATCH)
+
+
+def module_step(
+    module: nn.Module, device: torch.device, batch: int
+) -> tuple[Callable[[], None], nn.Module, torch.optim.Optimizer]:
+    """One training step of a BNNModule: its own training_step, loss and optimizer, on a fixed batch."""
+    module = module.to(device).train()
     optimizer = module.configure_optimizers()
-    x, y = _batch(device)
+    x, y = _batch(device, batch)
     counter = [0]
 
     def step() -> None:
@@ -218,21 +225,7 @@ def byon_step(
 ) -> tuple[Callable[[], None], nn.Module, torch.optim.Optimizer]:
     """One training step of BNNModule on the example residual CNN (``BYON_CASES``), as :func:`bayes_step`."""
     module = BNNModule(input_shape=list(INPUT_SHAPE), num_outputs=CLASSES, network=BYON_NETWORK, lr=LR, **case)
-    module = module.to(device).train()
-    optimizer = module.configure_optimizers()
-    x, y = _batch(device, batch)
-    counter = [0]
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            loss = module.training_step((x, y), counter[0])
-        loss.backward()
-        optimizer.step()
-        counter[0] += 1
-
-    return step, module, optimizer
+    return module_step(module, device, batch)
 
 
 def byon_rows(device: torch.device, settings: Settings, log: Callable[[str], None]) -> list[Row]:
