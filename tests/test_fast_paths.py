@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bnn_testing import assert_fused_equals_general
 
 from lightning_bnn.nn.fused import LocalLinearGaussian
 from lightning_bnn.nn.layers import (
@@ -155,21 +156,7 @@ def test_fused_local_linear_equals_general_path(num_samples):
     torch.manual_seed(0)
     net = build_network((6,), 4, hidden_sizes=(16, 8), estimator="local", prior=PriorConfig(sigma=0.5)).train()
     x = torch.rand(7, 6)
-
-    def run(fused: bool):
-        net.zero_grad()
-        with torch.random.fork_rng():
-            torch.manual_seed(1)
-            out, kl = net.forward_with_kl(x, num_samples) if fused else (net(x, num_samples), total_kl(net))
-        (out.square().sum() + 1e-3 * kl).backward()
-        return out, kl, [p.grad.clone() for p in net.parameters()]
-
-    out_f, kl_f, grads_f = run(True)
-    out_g, kl_g, grads_g = run(False)
-    torch.testing.assert_close(out_f, out_g)
-    torch.testing.assert_close(kl_f, kl_g)
-    for a, b in zip(grads_f, grads_g):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert_fused_equals_general(net, x, num_samples)
 
 
 def test_prediction_keeps_sigma_until_rho_changes():
