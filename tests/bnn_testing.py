@@ -108,3 +108,20 @@ def assert_fused_equals_general(net, x, num_samples: int) -> None:
     torch.testing.assert_close(kl_f, kl_g)
     for a, b in zip(grads_f, grads_g):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def new_store(tmp_path_factory, name: str) -> str:
+    """A fresh SQLite MLflow store in a session temp folder; returns its tracking URI."""
+    root = tmp_path_factory.mktemp(name)
+    (root / "mlruns").mkdir()
+    return f"sqlite:///{root}/mlruns/mlflow.db"
+
+
+def modules_after_import(imports: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of ``watched`` (top-level names) a fresh interpreter has loaded after running ``imports``."""
+    import json
+    import subprocess
+
+    code = f"import json, sys\n{imports}\nprint(json.dumps(sorted(k for k in {list(watched)!r} if k in sys.modules)))\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])

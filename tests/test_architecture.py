@@ -9,13 +9,11 @@ model files written before the typed contract still load and predict the same nu
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from bnn_testing import REPO
+from bnn_testing import REPO, modules_after_import
 from safetensors.torch import load_file
 
 from lightning_bnn.data.preprocessing import (
@@ -37,13 +35,11 @@ def sources(*folders: Path, exclude: tuple[str, ...] = ()) -> list[Path]:
 
 
 def test_nn_imports_neither_lightning_nor_mlflow():
-    code = (
-        "import sys, pkgutil, importlib, lightning_bnn.nn as nn\n"
-        "for m in pkgutil.iter_modules(nn.__path__): importlib.import_module('lightning_bnn.nn.' + m.name)\n"
-        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('lightning', 'pytorch_lightning', 'mlflow')))\n"
+    imports = (
+        "import pkgutil, importlib, lightning_bnn.nn as nn\n"
+        "for m in pkgutil.iter_modules(nn.__path__): importlib.import_module('lightning_bnn.nn.' + m.name)"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert modules_after_import(imports, ("lightning", "pytorch_lightning", "mlflow")) == []
 
 
 def _task_comparisons(path: Path) -> list[str]:
@@ -162,10 +158,5 @@ def test_model_files_written_by_the_previous_format_still_load_and_predict_alike
 
 def test_the_runs_page_needs_no_torch():
     """The first screen lists MLflow runs: its modules must not wait for torch, Lightning or the model code."""
-    code = (
-        "import sys\n"
-        "import dashboard.runs, dashboard.charts, dashboard.demo, dashboard.views._shared\n"
-        "print(sorted(k for k in ('torch', 'lightning', 'lightning_bnn.training') if k in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    imports = "import dashboard.runs, dashboard.charts, dashboard.demo, dashboard.views._shared"
+    assert modules_after_import(imports, ("torch", "lightning", "lightning_bnn.training")) == []

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from bnn_testing import CONFIGS, train
+from bnn_testing import CONFIGS, new_store, train
 from byon_nets import TinyNet
 from safetensors.torch import save_file
 
@@ -27,9 +27,7 @@ def _module(**kwargs) -> BNNModule:
 @pytest.fixture(scope="module")
 def custom_run(tmp_path_factory):
     """(uri, run id, in-memory module) of a CLI fit of byon_nets.TinyNet with only its head Bayesian."""
-    root = tmp_path_factory.mktemp("byon_store")
-    (root / "mlruns").mkdir()
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    uri = new_store(tmp_path_factory, "byon_store")
     cli = train(
         CONFIGS / "digits.yaml",
         uri,

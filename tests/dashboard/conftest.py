@@ -166,11 +166,9 @@ def study_store(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def resnet_run(tmp_path_factory) -> tuple[str, str]:
     """(tracking_uri, run_id) of the example residual CNN (your own network) on digits, last block Bayesian."""
-    from bnn_testing import CONFIGS, train
+    from bnn_testing import CONFIGS, new_store, train
 
-    root = tmp_path_factory.mktemp("resnet_store")
-    (root / "mlruns").mkdir()
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    uri = new_store(tmp_path_factory, "resnet_store")
     cli = train(
         CONFIGS / "digits.yaml",
         uri,
