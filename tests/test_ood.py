@@ -42,8 +42,9 @@ def test_digits_upscaled_to_mnist_layout():
 def test_default_ood_sets_per_dataset():
     x28 = torch.rand(50, 1, 28, 28)
     sets = default_ood_sets("fashion_mnist", x28, max_examples=40)
-    assert set(sets) == {"digits", "noise"}
+    assert set(sets) == {"digits", "noise", "rotated"}
     assert sets["digits"].shape == (40, 1, 28, 28) and sets["noise"].shape == (40, 1, 28, 28)
+    assert torch.equal(sets["rotated"][3, 0], x28[3, 0].T.flip(0))  # turned 90 degrees counter-clockwise
     x8 = torch.rand(30, 1, 8, 8)
     sets = default_ood_sets("digits", x8, scale=1.0)
     assert set(sets) == {"noise", "inverted", "rotated"}

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lightning_bnn.data.base import BaseDataModule
 from lightning_bnn.nn.custom import NetworkSpec
+from lightning_bnn.tracking.artifacts import WEIGHTS
 from lightning_bnn.tracking.ood_callback import OODCallback
 from lightning_bnn.tracking.recorder import MlflowRunCallback
 from lightning_bnn.tracking.store import (
@@ -38,10 +39,11 @@ from lightning_bnn.tracking.store import (
     flatten_params,
     is_active_run,
     make_logger,
+    parse_run,
     resolve_tracking_uri,
 )
 from lightning_bnn.training.checkpoints import ModelCheckpointChoice, RestoreBestWeights
-from lightning_bnn.training.module import BNNModule
+from lightning_bnn.training.module import INIT_SOURCE, BNNModule
 
 
 class BNNCLI(LightningCLI):
@@ -88,12 +90,32 @@ class BNNCLI(LightningCLI):
         return kwargs
 
     def instantiate_classes(self) -> None:
+        config = self.config.get(str(self.subcommand), self.config)
+        uri = (config.get("mlflow") or {}).get("tracking_uri")
+        token = INIT_SOURCE.set(lambda source: self._init_weights(source, uri))
         try:
             super().instantiate_classes()
         except (ValueError, MisconfigurationException) as err:
             # A bad config value (refused by a constructor, or by the Trainer, e.g. max_epochs=-3):
             # exit with the message, which names the field, as for a parse error, not a traceback.
             self.parser.error(f"invalid configuration: {err}", ex=err)
+        finally:
+            INIT_SOURCE.reset(token)
+
+    @staticmethod
+    def _init_weights(source: str, tracking_uri: str | None) -> str:
+        """``model.init_from`` given as a run id (or ``runs:/ID``): that run's weights, fetched from the store."""
+        uri = resolve_tracking_uri(tracking_uri)
+        try:
+            run_id = parse_run(source)
+        except ValueError:
+            raise ValueError(f"init_from {source!r}: neither a weights file nor an MLflow run id") from None
+        target = checkpoint_root(uri) / "downloads" / run_id
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            return download_run_artifact(f"runs:/{run_id}/{WEIGHTS}", target, uri)
+        except Exception as err:  # an unknown run, or a run without weights
+            raise ValueError(f"init_from {source!r}: no such file, and no run weights in {uri}: {err}") from err
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         config = self.config.get(str(self.subcommand), self.config)

@@ -17,7 +17,8 @@ are divided by :math:`\log C` (their maximum) so that they lie in [0, 1].
 Default OOD sets, none downloaded (chosen by the data set's ``name``):
 
 * ``fashion_mnist``: ``digits`` (scikit-learn's 8x8 digits upscaled to 20x20 and padded
-  to 28x28, as MNIST centres its digits) and ``noise`` (uniform pixels);
+  to 28x28, as MNIST centres its digits), ``noise`` (uniform pixels) and ``rotated`` (the test
+  images turned by 90 degrees);
 * ``digits`` and ``mnist``: ``noise``, ``inverted`` (max pixel - pixel) and ``rotated``
   (the test images turned by 90 degrees);
 * any other image data: ``noise``; tabular data and regression: none (skipped).
@@ -89,6 +90,7 @@ def default_ood_sets(
     sets = {"noise": uniform_noise(n, shape, scale, generator)}
     if dataset == "fashion_mnist" and shape == (1, 28, 28):
         sets = {"digits": digits_28x28(scale)[:max_examples], **sets}
+        sets["rotated"] = torch.rot90(x_test[:n], k=1, dims=(-2, -1))
     elif dataset in ("digits", "mnist"):
         sets["inverted"] = scale - x_test[:n]
         sets["rotated"] = torch.rot90(x_test[:n], k=1, dims=(-2, -1))

@@ -170,12 +170,29 @@ def _convert(layer: nn.Module, cls: type[_BayesLayer], kwargs: dict, init: Init,
         )
     new = new.to(device=layer.weight.device, dtype=layer.weight.dtype)
     if init is Init.pretrained:
-        with torch.no_grad():
-            for posterior, tensor in ((new.weight, layer.weight), (new.bias, layer.bias)):
-                if posterior is not None:
-                    posterior.mu.copy_(tensor)
-                    posterior.rho.copy_(moped_rho(tensor, delta))
+        moped_init_(new, layer.weight, layer.bias, delta)
     return new
+
+
+@torch.no_grad()
+def moped_init_(layer: _BayesLayer, weight: torch.Tensor, bias: torch.Tensor | None, delta: float) -> None:
+    """Start ``layer``'s posterior at trained weights: mu = w, sigma = delta |w| (MOPED, Krishnan et al. 2020).
+
+    Raises:
+        ValueError: when the shapes (or the presence of a bias) differ from the layer's.
+    """
+    pairs = ((layer.weight, weight, "weight"), (layer.bias, bias, "bias"))
+    for posterior, tensor, name in pairs:
+        if (posterior is None) != (tensor is None):
+            has = "has no" if posterior is None else "has a"
+            raise ValueError(f"{name}: the layer {has} {name}, the weights do not agree")
+        if posterior is None:
+            continue
+        if tuple(posterior.mu.shape) != tuple(tensor.shape):
+            shape, expected = tuple(tensor.shape), tuple(posterior.mu.shape)
+            raise ValueError(f"{name}: shape {shape} does not fit the layer's {expected}")
+        posterior.mu.copy_(tensor)
+        posterior.rho.copy_(moped_rho(tensor, delta))
 
 
 def convertible_layers(model: nn.Module) -> list[str]:

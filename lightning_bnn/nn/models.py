@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lightning_bnn.nn import sampling
+from lightning_bnn.nn.convert import moped_init_
 from lightning_bnn.nn.layers import BayesConv2d, BayesianModule, BayesLinear, Estimator, total_kl
 from lightning_bnn.nn.posterior import KLMethod
 from lightning_bnn.nn.priors import PriorConfig
@@ -207,3 +208,34 @@ def build_network(
         width_in = width_out
     layers.append(linear(width_in, num_outputs))
     return BayesianNetwork(layers, tuple(input_shape), deterministic=layer_type is LayerType.deterministic)
+
+
+def start_from_deterministic(network: BayesianNetwork, trained: BayesianNetwork, delta: float) -> int:
+    """Start each Bayesian layer of ``network`` at the matching layer of a trained deterministic twin (MOPED).
+
+    mu = w and sigma = delta |w| (Krishnan et al. 2020). ``trained`` is built by
+    :func:`build_network` with the same arguments but ``layer_type='deterministic'``, so
+    its layers line up with ``network``'s one for one.
+
+    Returns:
+        The number of Bayesian layers started.
+
+    Raises:
+        ValueError: when the two networks do not line up.
+    """
+    if len(network.layers) != len(trained.layers):
+        raise ValueError(f"{len(trained.layers)} layers in the trained network, {len(network.layers)} here")
+    started = 0
+    for index, (layer, source) in enumerate(zip(network.layers, trained.layers, strict=True)):
+        if not isinstance(layer, BayesianModule):
+            continue
+        source = source.module if isinstance(source, Folded) else source
+        if not isinstance(source, (nn.Linear, nn.Conv2d)):
+            kinds = f"{type(source).__name__} in the trained network, {type(layer).__name__} here"
+            raise ValueError(f"layer {index}: {kinds}")
+        try:
+            moped_init_(layer, source.weight, source.bias, delta)
+        except ValueError as err:
+            raise ValueError(f"layer {index}: {err}") from err
+        started += 1
+    return started

@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from enum import Enum, StrEnum
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
@@ -39,7 +40,7 @@ from lightning_bnn.nn.custom import (
 )
 from lightning_bnn.nn.layers import Estimator, parse_enum
 from lightning_bnn.nn.likelihoods import ClassificationSummary, NoiseModel, RegressionSummary, Task, make_likelihood
-from lightning_bnn.nn.models import Activation, Architecture, LayerType, build_network
+from lightning_bnn.nn.models import Activation, Architecture, LayerType, build_network, start_from_deterministic
 from lightning_bnn.nn.posterior import KLMethod, resolve_kl_method
 from lightning_bnn.nn.predictive import MAX_SAMPLES, check_num_samples, sample_outputs
 from lightning_bnn.nn.priors import PriorConfig
@@ -50,13 +51,15 @@ from lightning_bnn.training.objectives import KLWeighting, kl_weight
 MAX_TRAIN_SAMPLES = 1000
 
 _RESTORING: ContextVar[bool] = ContextVar("lightning_bnn_restoring", default=False)
+#: turns an ``init_from`` that is not a file into a weights file; the CLI sets it to fetch MLflow runs
+INIT_SOURCE: ContextVar[Callable[[str], str] | None] = ContextVar("lightning_bnn_init_source", default=None)
 
 
 @contextlib.contextmanager
 def restoring_weights() -> Iterator[None]:
-    """Build modules whose weights are loaded next (from a saved model): ``pretrained`` files are not read.
+    """Build modules whose weights are loaded next (from a saved model): ``pretrained``/``init_from`` are not read.
 
-    The ``pretrained`` path stays in the hyperparameters as a record of where training started;
+    The ``pretrained`` path (or ``init_from`` run) stays in the hyperparameters as a record of where training started;
     the saved weights replace the starting point anyway, and the file need not exist any more.
     """
     token = _RESTORING.set(True)
@@ -133,9 +136,16 @@ def coerce_prior(prior: PriorConfig | dict | None) -> PriorConfig:
 
 
 def _check_network_options(
-    spec: NetworkSpec | None, layer_type: LayerType, bayesian_layers: object, pretrained: object
+    spec: NetworkSpec | None, layer_type: LayerType, bayesian_layers: object, pretrained: object, init_from: object
 ) -> None:
     """Refuse options that need ``network`` without it, and user-network options that do not fit."""
+    if init_from is not None:
+        if not (isinstance(init_from, str) and init_from.strip()):
+            raise ValueError(f"init_from must be a weights file or an MLflow run id, got {init_from!r}")
+        if spec is not None:
+            raise ValueError("init_from starts the built-in architectures; for a user network use pretrained=FILE")
+        if layer_type is not LayerType.bayes:
+            raise ValueError(f"init_from (a MOPED start) needs layer_type='bayes', got {layer_type.value!r}")
     if spec is None:
         for name, value in (("bayesian_layers", bayesian_layers), ("pretrained", pretrained)):
             if value is not None:
@@ -231,7 +241,11 @@ class BNNModule(L.LightningModule):
             e.g. ``["head.*"]``; all Linear/Conv layers when None).
         pretrained: with ``network``, a state dict of it (safetensors, or a ``torch.save`` file read
             with ``weights_only=True``) to start from: mu = w, sigma = ``delta`` |w| (MOPED).
-        delta: the MOPED scale of ``pretrained``.
+        init_from: start a built-in Bayesian network from a trained deterministic one of the same
+            architecture (MOPED, Krishnan et al. 2020: mu = w, sigma = ``delta`` |w|): its weights
+            file (a run's ``model/weights.safetensors``, or a state dict of the network), or, from
+            the command line, the MLflow run id of a ``layer_type: deterministic`` run.
+        delta: the MOPED scale of ``pretrained`` and ``init_from``.
     """
 
     def __init__(
@@ -266,12 +280,13 @@ class BNNModule(L.LightningModule):
         bayesian_layers: list[str] | None = None,
         pretrained: str | None = None,
         delta: float = 0.1,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         prior = coerce_prior(prior)
         spec = NetworkSpec.from_value(network)
         layer_type = parse_enum(LayerType, layer_type, "layer_type")
-        _check_network_options(spec, layer_type, bayesian_layers, pretrained)
+        _check_network_options(spec, layer_type, bayesian_layers, pretrained, init_from)
         resolve_kl_method(kl, prior)  # refuses kl='exact' for a prior without closed form
         hp = {
             "input_shape": _check_positive_ints(input_shape, "input_shape", allow_empty=False),
@@ -304,6 +319,7 @@ class BNNModule(L.LightningModule):
             "bayesian_layers": None if bayesian_layers is None else list(bayesian_layers),
             "pretrained": pretrained,
             "delta": _check_number(delta, "delta", 0.0),
+            "init_from": init_from,
         }
         # Hyperparameters are stored as plain JSON values: checkpoints then load with
         # torch.load(weights_only=True) and the model config JSON needs no pickle.
@@ -312,27 +328,63 @@ class BNNModule(L.LightningModule):
         if spec is not None:
             self.net = self._user_network(spec, hp, prior)
         else:
-            self.net = build_network(
-                input_shape=tuple(hp["input_shape"]),
-                num_outputs=self.likelihood.network_outputs(),
-                architecture=hp["architecture"],
-                hidden_sizes=tuple(hp["hidden_sizes"]),
-                conv_channels=tuple(hp["conv_channels"]),
-                activation=hp["activation"],
-                layer_type=hp["layer_type"],
-                estimator=hp["estimator"],
-                prior=prior,
-                kl=hp["kl"],
-                mu_init_scale=hp["mu_init_scale"],
-                rho_init=hp["rho_init"],
-                dropout=hp["dropout"],
-            )
+            self.net = self._builtin_network(hp, prior, hp["layer_type"])
+            if init_from is not None and not _RESTORING.get():
+                self._start_from(init_from, hp, prior)
         self.preprocessing = Preprocessing.from_dict(self.hparams.preprocessing)
         self.task = hp["task"]
         metrics = make_metrics(self.likelihood)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self._epoch_start = 0.0
+
+    def _builtin_network(self, hp: dict[str, Any], prior: PriorConfig, layer_type: LayerType) -> torch.nn.Module:
+        return build_network(
+            input_shape=tuple(hp["input_shape"]),
+            num_outputs=self.likelihood.network_outputs(),
+            architecture=hp["architecture"],
+            hidden_sizes=tuple(hp["hidden_sizes"]),
+            conv_channels=tuple(hp["conv_channels"]),
+            activation=hp["activation"],
+            layer_type=layer_type,
+            estimator=hp["estimator"],
+            prior=prior,
+            kl=hp["kl"],
+            mu_init_scale=hp["mu_init_scale"],
+            rho_init=hp["rho_init"],
+            dropout=hp["dropout"],
+        )
+
+    def _start_from(self, source: str, hp: dict[str, Any], prior: PriorConfig) -> None:
+        """MOPED: the posterior starts at a trained deterministic network of this architecture (``init_from``)."""
+        path = source
+        if not Path(source).is_file():
+            resolve = INIT_SOURCE.get()
+            if resolve is None:
+                raise ValueError(
+                    f"init_from {source!r}: no such file (an MLflow run id is resolved by the command line, "
+                    "`python -m lightning_bnn fit`)"
+                )
+            path = resolve(source)
+        state = load_state_file(path)
+        network = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")} or dict(state)
+        if any(k.endswith((".mu", ".rho")) for k in network):
+            raise ValueError(
+                f"init_from {source!r} holds a Bayesian posterior (mu, rho); MOPED starts from a deterministic "
+                "network: give a run or weights file trained with model.layer_type=deterministic"
+            )
+        trained = self._builtin_network(hp, prior, LayerType.deterministic)
+        try:
+            trained.load_state_dict(network, strict=True)
+            start_from_deterministic(self.net, trained, hp["delta"])
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(
+                f"init_from {source!r} is not a deterministic {hp['architecture'].value} of this shape "
+                f"(hidden_sizes={hp['hidden_sizes']}, conv_channels={hp['conv_channels']}): {err}"
+            ) from err
+        likelihood = {k.removeprefix("likelihood."): v for k, v in state.items() if k.startswith("likelihood.")}
+        if likelihood:  # a learned noise scale starts where the trained network left it
+            self.likelihood.load_state_dict(likelihood, strict=True)
 
     def _user_network(self, spec: NetworkSpec, hp: dict[str, Any], prior: PriorConfig) -> SampledNetwork:
         """The user's network, started from ``pretrained`` if given, with the chosen layers Bayesian."""
