@@ -42,7 +42,7 @@ from lightning_bnn.tracking.store import (
     parse_run,
     resolve_tracking_uri,
 )
-from lightning_bnn.training.checkpoints import ModelCheckpointChoice, RestoreBestWeights
+from lightning_bnn.training.checkpoints import BestValidationCheckpoint, ModelCheckpointChoice, RestoreBestWeights
 from lightning_bnn.training.module import INIT_SOURCE, BNNModule
 
 
@@ -205,7 +205,7 @@ class BNNCLI(LightningCLI):
     def _default_checkpoint(trainer_cfg: dict) -> list[L.Callback]:
         if trainer_cfg.get("enable_checkpointing") is False:
             return []
-        return [ModelCheckpoint(monitor="val/nll", mode="min", save_last=True, filename="best-{epoch}")]
+        return [BestValidationCheckpoint(monitor="val/nll", mode="min", save_last=True, filename="best-{epoch}")]
 
     def after_fit(self) -> None:
         config = self.config.get("fit", self.config)

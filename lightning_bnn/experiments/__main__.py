@@ -1,7 +1,8 @@
 """``python -m lightning_bnn.experiments NAME ...``: run one experiment.
 
 * ``classification``, ``regression``, ``pruning``: the paper's experiments (:mod:`.paper`);
-* ``uci``: the UCI regression benchmark (:mod:`.uci`).
+* ``uci``: the UCI regression benchmark (:mod:`.uci`);
+* ``calibration``: BBB vs a point estimate vs MC dropout over seeds (:mod:`.calibration`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ def main(argv: list[str]) -> int:
         from lightning_bnn.experiments.uci import main as uci
 
         return uci(argv[1:])
+    if argv and argv[0] == "calibration":
+        from lightning_bnn.experiments.calibration import main as calibration
+
+        return calibration(argv[1:])
     from lightning_bnn.experiments.paper import main as paper
 
     return paper(argv)

@@ -195,6 +195,20 @@ def moped_init_(layer: _BayesLayer, weight: torch.Tensor, bias: torch.Tensor | N
         posterior.rho.copy_(moped_rho(tensor, delta))
 
 
+@torch.no_grad()
+def moped_restart_(model: nn.Module, delta: float) -> int:
+    """Restart every Bayesian layer's sigma at delta |mu| (MOPED from the current means); return how many.
+
+    The end of ``pretrain_epochs``: the means were trained as a point estimate, the posterior
+    scales start from them (Krishnan et al. 2020).
+    """
+    layers = [m for m in model.modules() if isinstance(m, _BayesLayer)]
+    for layer in layers:
+        bias = layer.bias.mu.clone() if layer.bias is not None else None
+        moped_init_(layer, layer.weight.mu.clone(), bias, delta)
+    return len(layers)
+
+
 def convertible_layers(model: nn.Module) -> list[str]:
     """Qualified names of the layers :func:`bayesianize` can convert, in module order."""
     return [name for name, m in model.named_modules() if type(m) in CONVERTIBLE]

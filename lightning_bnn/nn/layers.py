@@ -257,6 +257,8 @@ class _BayesLayer(BayesianModule):
 
     def _mode(self, x: torch.Tensor) -> PredictEstimator:
         if self.training:
+            if sampling.current().estimator is PredictEstimator.mean:
+                return PredictEstimator.mean  # the means trained alone, as a point estimate (pretraining)
             return PredictEstimator(self.estimator.value)
         chosen = sampling.current().estimator
         if chosen is not None and chosen is not PredictEstimator.auto:

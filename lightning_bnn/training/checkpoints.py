@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class ModelCheckpointChoice(StrEnum):
@@ -40,3 +41,18 @@ class RestoreBestWeights(L.Callback):
         checkpoint = torch.load(path, map_location=pl_module.device, weights_only=True)
         pl_module.load_state_dict(checkpoint["state_dict"])
         self.restored_epoch = int(checkpoint.get("epoch", -1))
+
+
+class BestValidationCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose best (top-k) checkpoints skip the model's pretraining epochs.
+
+    A model with ``pretrain_epochs`` trains its means alone first; those epochs are a point
+    estimate, not the Bayesian network the run is for, so they never count as its best. ``last``
+    checkpoints are saved as usual.
+    """
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        # Lightning's hook for the top-k save (pinned lightning version; tests/test_pretrain.py checks it)
+        if getattr(trainer.lightning_module, "pretraining", False):
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)

@@ -30,7 +30,7 @@ import torch
 
 from lightning_bnn.data.preprocessing import Preprocessing
 from lightning_bnn.evaluation.metrics import make_metrics
-from lightning_bnn.nn.convert import SampledNetwork, bayesianize
+from lightning_bnn.nn.convert import SampledNetwork, bayesianize, moped_restart_
 from lightning_bnn.nn.custom import (
     NetworkSpec,
     check_outputs,
@@ -164,6 +164,19 @@ def _check_network_options(
         raise ValueError(f"pretrained must be a file path, got {pretrained!r}")
 
 
+def _check_pretrain(value: Any, layer_type: LayerType, init_from: str | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"pretrain_epochs must be an integer >= 0, got {value!r}")
+    if value and layer_type is not LayerType.bayes:
+        raise ValueError(
+            f"pretrain_epochs trains a Bayesian network's means first: needs layer_type='bayes', "
+            f"got {layer_type.value!r}"
+        )
+    if value and init_from is not None:
+        raise ValueError("pretrain_epochs and init_from are two ways to start the posterior: choose one")
+    return value
+
+
 def _check_positive_ints(values: Sequence[int], field: str, allow_empty: bool = True) -> list[int]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise ValueError(f"{field} must be a list of positive integers, got {values!r}")
@@ -245,7 +258,12 @@ class BNNModule(L.LightningModule):
             architecture (MOPED, Krishnan et al. 2020: mu = w, sigma = ``delta`` |w|): its weights
             file (a run's ``model/weights.safetensors``, or a state dict of the network), or, from
             the command line, the MLflow run id of a ``layer_type: deterministic`` run.
-        delta: the MOPED scale of ``pretrained`` and ``init_from``.
+        delta: the MOPED scale of ``pretrained``, ``init_from`` and ``pretrain_epochs``.
+        pretrain_epochs: train the posterior means alone as a point estimate (no weight noise, no
+            KL) for this many epochs, then start sigma = ``delta`` |mu| (MOPED, Krishnan et al. 2020)
+            and train the ELBO for the rest of the run: a MOPED start within one run, no trained
+            network needed. The best-validation checkpoint is chosen among the ELBO epochs only
+            (the default checkpoint of ``python -m lightning_bnn fit``).
     """
 
     def __init__(
@@ -281,6 +299,7 @@ class BNNModule(L.LightningModule):
         pretrained: str | None = None,
         delta: float = 0.1,
         init_from: str | None = None,
+        pretrain_epochs: int = 0,
     ) -> None:
         super().__init__()
         prior = coerce_prior(prior)
@@ -320,6 +339,7 @@ class BNNModule(L.LightningModule):
             "pretrained": pretrained,
             "delta": _check_number(delta, "delta", 0.0),
             "init_from": init_from,
+            "pretrain_epochs": _check_pretrain(pretrain_epochs, layer_type, init_from),
         }
         # Hyperparameters are stored as plain JSON values: checkpoints then load with
         # torch.load(weights_only=True) and the model config JSON needs no pickle.
@@ -467,7 +487,13 @@ class BNNModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         weight = self.hparams.kl_scale * self._kl_weight(batch_idx)
-        if self.hparams.layer_type == LayerType.bayes.value:
+        if self.pretraining:
+            with sampling(PredictEstimator.mean):  # the means alone: a point estimate, no KL
+                outputs = self.net(x, 1)
+            nll = self.likelihood.nll(outputs, y)
+            kl = torch.zeros((), device=nll.device)
+            loss, weight = nll, 0.0
+        elif self.hparams.layer_type == LayerType.bayes.value:
             # outputs and KL in one pass: each layer computes softplus(rho) once for both
             outputs, kl = self.net.forward_with_kl(x, self.hparams.num_samples_train)
             nll = self.likelihood.nll(outputs, y)
@@ -509,14 +535,29 @@ class BNNModule(L.LightningModule):
         )
 
     def on_train_start(self) -> None:
+        epochs = self.hparams.get("pretrain_epochs", 0)
+        if epochs and self.trainer.max_epochs is not None and 0 <= self.trainer.max_epochs <= epochs:
+            raise ValueError(
+                f"model.pretrain_epochs={epochs} leaves no epoch of Bayes by Backprop in "
+                f"trainer.max_epochs={self.trainer.max_epochs}: lower it or train longer"
+            )
         # Under data parallelism every rank was seeded alike (DDP also broadcasts rank 0's
         # initial weights). Give each rank its own Monte Carlo noise, so that the examples
         # of a global minibatch get independent noise, as they do in one process.
         if self._trainer is not None and self.trainer.world_size > 1:
             torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
 
+    @property
+    def pretraining(self) -> bool:
+        """Whether this epoch trains the means alone (within ``pretrain_epochs``)."""
+        epochs = self.hparams.get("pretrain_epochs", 0)
+        return bool(epochs) and self._trainer is not None and self.trainer.current_epoch < epochs
+
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
+        epochs = self.hparams.get("pretrain_epochs", 0)
+        if epochs and self.trainer.current_epoch == epochs:
+            moped_restart_(self.net, self.hparams.delta)
 
     def on_train_epoch_end(self) -> None:
         # the slowest rank's epoch time; the learning rate is the same on every rank. Not Lightning's
