@@ -254,3 +254,10 @@ def test_runs_command_shows_and_marks_only_stalled_runs_matching_the_filters(sto
     after = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
     assert after == {"dead": "KILLED", "dead-b": "RUNNING", "alive": "RUNNING", "done": "FINISHED"}
     assert KILLED_REASON_TAG not in client.get_run(ids["done"]).data.tags
+
+
+def test_dashboard_runs_table_refuses_a_bad_threshold_by_name(store):
+    from dashboard.runs import list_runs
+
+    with pytest.raises(ValueError, match=r"stalled-after must be a positive number of minutes .*got 0"):
+        list_runs(store, stalled_after_min=0)
