@@ -13,6 +13,9 @@ its trials carry ``mlflow.parentRunId`` = the parent's run id. A sweep run on Op
 names its study: tags ``lightning_bnn.optuna_study`` and ``lightning_bnn.optuna_storage``
 (the storage URL without its password); each trial's user attribute ``mlflow_run_id``
 links it to its run.
+
+A ``RUNNING`` run with no heartbeat for ``stalled_after_min`` minutes has the status
+``STALLED`` in :func:`list_runs` (:mod:`lightning_bnn.tracking.heartbeat`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from lightning_bnn.tracking import artifacts
+from lightning_bnn.tracking import artifacts, heartbeat
 
 #: seconds to wait for a tracking server's /health before calling it unreachable
 HEALTH_TIMEOUT_S = 3.0
@@ -43,6 +46,8 @@ KEY_METRICS = (
     "val/rmse",
     "val/picp95",
 )
+#: the status of a RUNNING run with no recent heartbeat
+STALLED = heartbeat.STALLED
 SWEEP_TAG = "lightning_bnn.sweep"
 SWEPT_FIELDS_TAG = "swept_fields"
 PARENT_TAG = "mlflow.parentRunId"
@@ -65,6 +70,7 @@ RUN_COLUMNS = [
     "epochs",
     "start_time",
     "duration_s",
+    "heartbeat",
 ]
 
 
@@ -147,7 +153,12 @@ def _prior_label(params: dict[str, str]) -> str | None:
     return name
 
 
-def _run_row(run: Any, experiment_names: dict[str, str]) -> dict[str, Any]:
+def _run_row(
+    run: Any,
+    experiment_names: dict[str, str],
+    now_ms: int,
+    stalled_after_min: float = heartbeat.DEFAULT_STALLED_AFTER_MIN,
+) -> dict[str, Any]:
     info, data = run.info, run.data
     params, tags, metrics = data.params, data.tags, data.metrics
     end = info.end_time or None
@@ -156,7 +167,7 @@ def _run_row(run: Any, experiment_names: dict[str, str]) -> dict[str, Any]:
         "run_id": info.run_id,
         "run_name": info.run_name or tags.get("mlflow.runName") or info.run_id[:8],
         "experiment": experiment_names.get(info.experiment_id, info.experiment_id),
-        "status": info.status,
+        "status": heartbeat.STALLED if heartbeat.run_is_stalled(run, now_ms, stalled_after_min) else info.status,
         "dataset": tags.get("dataset") or params.get("dataset"),
         "task": tags.get("task"),
         "prior": _prior_label(params),
@@ -166,6 +177,7 @@ def _run_row(run: Any, experiment_names: dict[str, str]) -> dict[str, Any]:
         "epochs": metrics.get("epoch"),
         "start_time": _ms_to_time(info.start_time),
         "duration_s": duration,
+        "heartbeat": _ms_to_time(heartbeat.parse_heartbeat(tags.get(heartbeat.HEARTBEAT_TAG))),
         "sweep": tags.get(SWEEP_TAG) == "true",
         "parent_run_id": tags.get(PARENT_TAG),
     }
@@ -181,12 +193,17 @@ def _to_number(text: str | None) -> float | None:
         return None
 
 
-def list_runs(uri: str, max_results: int = 1000) -> pd.DataFrame:
+def list_runs(
+    uri: str, max_results: int = 1000, stalled_after_min: float = heartbeat.DEFAULT_STALLED_AFTER_MIN
+) -> pd.DataFrame:
     """All runs of all active experiments, newest first, one row each.
 
     Columns: :data:`RUN_COLUMNS`, ``sweep``, ``parent_run_id`` and the logged :data:`KEY_METRICS`.
-    Metric columns no run logged are dropped.
+    Metric columns no run logged are dropped. ``status`` is MLflow's, or ``STALLED`` for a
+    ``RUNNING`` run with no heartbeat for ``stalled_after_min`` minutes; ``heartbeat`` is the
+    time of the run's last heartbeat (UTC; empty for runs that record none).
     """
+    stalled_after_min = heartbeat.check_stalled_after(stalled_after_min)
 
     def read() -> pd.DataFrame:
         c = client(uri)
@@ -195,7 +212,8 @@ def list_runs(uri: str, max_results: int = 1000) -> pd.DataFrame:
         if not names:
             return pd.DataFrame(columns=RUN_COLUMNS)
         runs = c.search_runs(list(names), max_results=max_results, order_by=["attributes.start_time DESC"])
-        rows = [_run_row(r, names) for r in runs]
+        now = heartbeat.now_ms()
+        rows = [_run_row(r, names, now, stalled_after_min) for r in runs]
         if not rows:
             return pd.DataFrame(columns=RUN_COLUMNS)
         frame = pd.DataFrame(rows)
@@ -295,14 +313,14 @@ def params_diff(params: pd.DataFrame) -> pd.DataFrame:
 
 def run_info(uri: str, run_id: str) -> dict[str, Any]:
     """One run: ``{"run_id", "run_name", "status", "experiment", "params": DataFrame, "tags": DataFrame,
-    "metrics": DataFrame, "start_time", "duration_s", "artifact_uri"}``.
+    "metrics": DataFrame, "start_time", "duration_s", "heartbeat", "artifact_uri"}`` (status as in :func:`list_runs`).
     """  # noqa: D205
 
     def read() -> dict[str, Any]:
         c = client(uri)
         run = c.get_run(run_id)
         experiment = c.get_experiment(run.info.experiment_id)
-        row = _run_row(run, {experiment.experiment_id: experiment.name})
+        row = _run_row(run, {experiment.experiment_id: experiment.name}, heartbeat.now_ms())
         return {
             **row,
             "artifact_uri": run.info.artifact_uri,

@@ -6,7 +6,7 @@ so a fresh server opened directly at a page URL (``/predict``) would run that pa
 without this entry script.
 
 The entry script only sets up the page, the navigation and the sidebar's tracking
-URI; each page lives in ``dashboard/views/`` and calls plain modules
+URI and stalled-run threshold; each page lives in ``dashboard/views/`` and calls plain modules
 (:mod:`dashboard.runs`, :mod:`dashboard.charts`, :mod:`dashboard.inputs`,
 :mod:`dashboard.predictions`).
 """
@@ -28,7 +28,8 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard` puts only dashboard/ 
 import streamlit as st  # noqa: E402
 
 from dashboard import runs  # noqa: E402
-from dashboard.views._shared import URI  # noqa: E402
+from dashboard.views._shared import STALLED_AFTER, URI  # noqa: E402
+from lightning_bnn.tracking.heartbeat import DEFAULT_STALLED_AFTER_MIN  # noqa: E402
 
 st.set_page_config(page_title="lightning-bnn", page_icon=":material/casino:", layout="wide")
 
@@ -56,6 +57,15 @@ with st.sidebar:
         key="tracking_uri",
         help="sqlite:///path/to/mlflow.db or http://host:port; defaults to $MLFLOW_TRACKING_URI "
         "or sqlite:///mlruns/mlflow.db",
+    )
+    st.number_input(
+        "Stalled after (min)",
+        min_value=0.1,
+        value=DEFAULT_STALLED_AFTER_MIN,
+        step=1.0,
+        key=STALLED_AFTER,
+        help="A RUNNING run with no heartbeat for this many minutes shows as STALLED (its process was "
+        "probably killed). `python -m lightning_bnn runs --mark-stalled` ends such runs KILLED.",
     )
     selected = st.session_state.get("selected_runs") or []
     st.caption(f"{len(selected)} run(s) selected" if selected else "No runs selected (choose them on Runs).")

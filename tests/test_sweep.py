@@ -257,6 +257,8 @@ def test_sampled_values_reach_the_fit_and_a_hopeless_trial_is_pruned(tmp_path, t
     assert parent.data.metrics["sweep/trials_pruned"] == 2
     assert parent.info.status == "FINISHED"
     assert json.loads(parent.data.tags["swept_fields"]) == ["prior.pi", "lr", "num_samples_train", "hidden_sizes"]
+    # the parent beat while the worker ran (else a long sweep would show as stalled)
+    assert parent.info.start_time <= int(parent.data.tags["lightning_bnn.heartbeat"]) <= parent.info.end_time
 
 
 def _worker(spec_path, uri, storage, *more):

@@ -91,6 +91,18 @@ def test_tags_say_what_and_where(digits_run):
     assert len(tags["git_commit"].split("-")[0]) == 40
 
 
+def test_a_fit_beats_while_it_runs_and_stops_beating_when_it_ends(digits_run):
+    import threading
+
+    from lightning_bnn.tracking.heartbeat import HEARTBEAT_TAG
+
+    uri, run_id = digits_run
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.start_time <= int(run.data.tags[HEARTBEAT_TAG]) <= run.info.end_time
+    # the writer thread of this session's fit is gone (a leaked thread would keep writing to a finished run)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("lightning_bnn heartbeat")] == []
+
+
 def test_metric_history_has_one_point_per_epoch(digits_run):
     uri, run_id = digits_run
     client = MlflowClient(uri)
@@ -458,6 +470,9 @@ def test_a_test_run_from_a_checkpoint_is_recorded_completely(digits_run, scratch
     assert run.data.params["prior.name"] == "gaussian" and run.data.tags["dataset"] == "digits"
     assert "test/acc" in run.data.metrics and "train/loss" not in run.data.metrics
     assert {artifacts.CONFIG, artifacts.RELIABILITY} <= artifact_files(client, run.info.run_id)
+    assert (
+        run.info.start_time <= int(run.data.tags["lightning_bnn.heartbeat"]) <= run.info.end_time
+    )  # a test run beats too
 
 
 def test_runs_get_readable_names_not_the_seeded_random_one(digits_run):

@@ -293,6 +293,9 @@ def test_command_end_to_end(tmp_path: Path, capsys):
     parents = [r for r in runs if r.data.tags.get("lightning_bnn.uci") == "true"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 8
+    parent = parents[0].info  # it beat while its models trained (else a long benchmark would show as stalled)
+    assert parent.status == "FINISHED"
+    assert parent.start_time <= int(parents[0].data.tags["lightning_bnn.heartbeat"]) <= parent.end_time
     child = next(r for r in children if r.data.tags["uci.model"] == "bbb" and r.data.tags["uci.split"] == "1")
     split_1 = document["results"]["toyset"]["bbb"]["per_split"][1]
     assert child.data.metrics["test/rmse"] == pytest.approx(split_1["rmse"])

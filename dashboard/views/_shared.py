@@ -13,14 +13,22 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import runs
+from lightning_bnn.tracking.heartbeat import DEFAULT_STALLED_AFTER_MIN
 
 SELECTED = "selected_runs"
 URI = "resolved_tracking_uri"
+#: the sidebar's threshold (minutes) after which a RUNNING run without a heartbeat is STALLED
+STALLED_AFTER = "stalled_after_min"
 
 
 def tracking_uri() -> str:
     """The resolved tracking URI chosen in the sidebar (set by the entry script)."""
     return st.session_state[URI]
+
+
+def stalled_after() -> float:
+    """Minutes without a heartbeat after which a RUNNING run shows as STALLED (the sidebar's number)."""
+    return float(st.session_state.get(STALLED_AFTER) or DEFAULT_STALLED_AFTER_MIN)
 
 
 def selected_runs() -> list[str]:
@@ -33,8 +41,8 @@ def set_selected_runs(run_ids: list[str]) -> None:
 
 
 @st.cache_data(ttl=5, show_spinner=False)
-def runs_table(uri: str) -> tuple[pd.DataFrame, datetime]:
-    return runs.list_runs(uri), datetime.now()
+def runs_table(uri: str, stalled_after_min: float = DEFAULT_STALLED_AFTER_MIN) -> tuple[pd.DataFrame, datetime]:
+    return runs.list_runs(uri, stalled_after_min=stalled_after_min), datetime.now()
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -109,7 +117,7 @@ def run_label(table: pd.DataFrame):
 def load_runs_or_stop() -> pd.DataFrame:
     """The runs table, or an error message and the end of this page."""
     try:
-        table, _ = runs_table(tracking_uri())
+        table, _ = runs_table(tracking_uri(), stalled_after())
     except runs.StoreError as err:
         st.error(f"Tracking store unavailable: {err}")
         st.stop()

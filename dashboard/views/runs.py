@@ -40,7 +40,7 @@ def empty_store() -> None:
 
 
 try:
-    table, fetched = shared.runs_table(uri)
+    table, fetched = shared.runs_table(uri, shared.stalled_after())
 except runs.StoreError as err:
     st.error(f"Tracking store unavailable: {err}")
     st.stop()
@@ -65,7 +65,7 @@ def on_select() -> None:
 
 def table_view() -> None:
     """The runs table, its last-updated time and the selection."""
-    current, when = shared.runs_table(uri)
+    current, when = shared.runs_table(uri, shared.stalled_after())
     view = runs.filter_runs(current, text, statuses).reset_index(drop=True)
     st.session_state["runs_table_ids"] = list(view["run_id"])
     columns = [c for c in view.columns if c not in ("sweep", "parent_run_id")]
@@ -79,11 +79,14 @@ def table_view() -> None:
             "run_id": st.column_config.TextColumn("run id", width="small"),
             "start_time": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss"),
             "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+            "heartbeat": st.column_config.DatetimeColumn("last heartbeat", format="YYYY-MM-DD HH:mm:ss"),
             **{k: st.column_config.NumberColumn(k, format="%.4f") for k in runs.KEY_METRICS if k in view},
         },
     )
     live = int((current["status"] == "RUNNING").sum())
     note = f" · {live} running, refreshing every 5 s" if live else ""
+    stalled = int((current["status"] == runs.STALLED).sum())
+    note += f" · {stalled} stalled (no heartbeat for {shared.stalled_after():g} min)" if stalled else ""
     st.caption(f"{len(view)} of {len(current)} runs · last updated {when:%H:%M:%S}{note}")
     chosen = shared.selected_runs()
     if chosen:

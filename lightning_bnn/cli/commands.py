@@ -1,10 +1,12 @@
 """``python -m lightning_bnn runs`` and ``compare``: read runs back through ``MlflowClient``.
 
 ``runs`` prints a table of runs (newest first) with their key params and final
-metrics, filtered by experiment, tag or an MLflow filter string. ``compare RUN ...``
+metrics, filtered by experiment, tag or an MLflow filter string; a ``RUNNING`` run with no
+heartbeat for ``--stalled-after`` minutes shows as ``STALLED``, and ``--mark-stalled`` ends
+such runs ``KILLED`` (:mod:`lightning_bnn.tracking.heartbeat`). ``compare RUN ...``
 prints the params that differ between runs and their final metrics side by side.
 Both work on any store (``--tracking-uri``, else as in :mod:`lightning_bnn.tracking.store`);
-they only read, through the MLflow client API (no SQL).
+they only read, through the MLflow client API (no SQL), except ``runs --mark-stalled``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from lightning_bnn.tracking import heartbeat
 from lightning_bnn.tracking.serialization import ModelLoadError
 from lightning_bnn.tracking.store import parse_run, resolve_tracking_uri
 
@@ -77,6 +80,41 @@ def _started(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _minutes(text: str) -> float:
+    try:
+        return heartbeat.check_stalled_after(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def run_status(run: Any, now_ms: int, stalled_after_min: float) -> str:
+    """The run's MLflow status, or ``STALLED`` for a ``RUNNING`` run without a recent heartbeat."""
+    return heartbeat.STALLED if heartbeat.run_is_stalled(run, now_ms, stalled_after_min) else run.info.status
+
+
+def mark_stalled_runs(client: Any, experiment_ids: list[str], filter_string: str, stalled_after_min: float) -> list:
+    """End every stalled ``RUNNING`` run matching ``filter_string`` as ``KILLED``; returns [(run, reason)].
+
+    Every page of the search is read before any run is ended (ending one moves the later pages).
+    """
+    filter_string = " and ".join(c for c in (filter_string, "attributes.status = 'RUNNING'") if c)
+    running, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000, page_token=token)
+        running += list(page)
+        token = page.token
+        if not token:
+            break
+    now = heartbeat.now_ms()
+    marked = []
+    for run in running:
+        if heartbeat.run_is_stalled(run, now, stalled_after_min):
+            reason = heartbeat.mark_stalled(client, run.info.run_id, stalled_after_min)  # read again, then ended
+            if reason is not None:
+                marked.append((run, reason))
+    return marked
+
+
 def runs_main(argv: Sequence[str], out: TextIO | None = None) -> int:
     """``runs``: table of runs with key params and final metrics."""
     out = out or sys.stdout
@@ -89,11 +127,27 @@ def runs_main(argv: Sequence[str], out: TextIO | None = None) -> int:
     parser.add_argument("--status", choices=["RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED"], type=str.upper)
     parser.add_argument("--filter", help="extra MLflow filter, e.g. \"params.`prior.name` = 'scale_mixture'\"")
     parser.add_argument("--max-results", type=int, default=50, help="most runs to show (default 50)")
+    parser.add_argument(
+        "--stalled-after",
+        type=_minutes,
+        default=heartbeat.DEFAULT_STALLED_AFTER_MIN,
+        metavar="MINUTES",
+        help="a RUNNING run with no heartbeat for this many minutes shows as STALLED (default "
+        f"{heartbeat.DEFAULT_STALLED_AFTER_MIN:g}; fractions allowed)",
+    )
+    parser.add_argument(
+        "--mark-stalled",
+        action="store_true",
+        help="end the stalled runs (those matching the filters) as KILLED, with the tag "
+        f"{heartbeat.KILLED_REASON_TAG} saying why, and print them",
+    )
     args = parser.parse_args(list(argv))
     try:
         tags = parse_tags(args.tag)
     except ValueError as err:
         parser.error(str(err))
+    if args.mark_stalled and args.status not in (None, "RUNNING"):
+        parser.error(f"--mark-stalled ends RUNNING runs only; drop --status {args.status}")
     client = _client(args.tracking_uri)
     if args.experiment:
         experiments = []
@@ -111,6 +165,17 @@ def runs_main(argv: Sequence[str], out: TextIO | None = None) -> int:
         return 0
     from mlflow.exceptions import MlflowException
 
+    if args.mark_stalled:
+        try:
+            marked = mark_stalled_runs(client, list(names), build_filter(tags, None, args.filter), args.stalled_after)
+        except MlflowException as err:
+            print(f"error: {err.message}", file=sys.stderr)
+            return 2
+        for run, reason in marked:
+            name = names.get(run.info.experiment_id, run.info.experiment_id)
+            print(f"marked KILLED: {run.info.run_id} {run.info.run_name or ''} ({name}): {reason}", file=out)
+        print(f"{len(marked)} stalled run(s) marked KILLED (no heartbeat for {args.stalled_after:g} min)", file=out)
+        return 0
     try:
         runs = client.search_runs(
             list(names),
@@ -127,12 +192,13 @@ def runs_main(argv: Sequence[str], out: TextIO | None = None) -> int:
     params = [p for p in KEY_PARAMS if any(p in r.data.params for r in runs)]
     metrics = [m for m in KEY_METRICS if any(m in r.data.metrics for r in runs)]
     header = ["run_id", "experiment", "name", "status", "started", *params, *metrics]
+    now = heartbeat.now_ms()
     rows = [
         [
             r.info.run_id,
             names.get(r.info.experiment_id, r.info.experiment_id),
             r.info.run_name or "",
-            r.info.status,
+            run_status(r, now, args.stalled_after),
             _started(r.info.start_time),
             *(r.data.params.get(p, "") for p in params),
             *(format_value(r.data.metrics.get(m)) for m in metrics),
@@ -140,6 +206,13 @@ def runs_main(argv: Sequence[str], out: TextIO | None = None) -> int:
         for r in runs
     ]
     print(format_table(header, rows), file=out)
+    stalled = sum(row[3] == heartbeat.STALLED for row in rows)
+    if stalled:
+        print(
+            f"\n{stalled} run(s) STALLED: RUNNING with no heartbeat for {args.stalled_after:g} min (the process "
+            "was probably killed); `python -m lightning_bnn runs --mark-stalled` ends them KILLED",
+            file=out,
+        )
     return 0
 
 

@@ -49,6 +49,7 @@ from typing import Any
 
 from lightning_bnn.cli.sweep_spec import SweepError, SweepSpec, cli_value, load_spec, make_pruner, param_name
 from lightning_bnn.cli.sweep_trial import PRUNED_ATTR, TRIAL_ENV, open_storage, trial_env
+from lightning_bnn.tracking.heartbeat import Heartbeat
 
 __all__ = ["SweepError", "SweepSpec", "load_spec", "main", "param_name"]
 
@@ -468,7 +469,8 @@ class Sweep:
         self._done = threading.Event()
         beat = threading.Thread(target=self._beat, daemon=True)
         beat.start()
-        with tempfile.TemporaryDirectory(prefix="lightning_bnn_sweep_") as tmp:
+        # the parent run beats while this worker runs, so it is not shown as stalled (tracking.heartbeat)
+        with Heartbeat(self.client, self.parent_id), tempfile.TemporaryDirectory(prefix="lightning_bnn_sweep_") as tmp:
             pool = ThreadPoolExecutor(max_workers=self.jobs)
             futures = [pool.submit(self._loop, Path(tmp)) for _ in range(self.jobs)]
             try:

@@ -702,6 +702,7 @@ def run_benchmark(
     """Run every model on every data set into MLflow; returns the JSON-ready results."""
     from mlflow import MlflowClient
 
+    from lightning_bnn.tracking.heartbeat import Heartbeat
     from lightning_bnn.tracking.store import ensure_experiment, prepare_sqlite_store
 
     prepare_sqlite_store(tracking_uri)
@@ -716,6 +717,7 @@ def run_benchmark(
         run_settings.epochs = epochs or (folder.n_epochs or 40) * EPOCH_FACTOR
         parent = start_parent_run(client, experiment_id, folder.name, run_settings, [m.value for m in models])
         out[folder.name] = {}
+        beat = Heartbeat(client, parent).start()  # the parent beats while its models train (not stalled)
         try:
             for model_name in models:
                 start = time.perf_counter()
@@ -759,8 +761,10 @@ def run_benchmark(
                     f"LL {ll_mean:.3f} ± {ll_se:.3f} over {len(results)} splits ({entry['wall_s']:.0f} s)"
                 )
         except BaseException:
+            beat.stop()
             client.set_terminated(parent, "FAILED")
             raise
+        beat.stop()
         client.set_terminated(parent, "FINISHED")
     return out
 

@@ -5,9 +5,11 @@
 git commit, versions, host); the artifacts of :mod:`lightning_bnn.tracking.artifacts`: final
 weights, an MLflow pyfunc model, the best checkpoint by ``val/nll``, the posterior
 summary and, after testing, the reliability diagram (classification) or the predictive
-band (regression). It also carries the run's lifecycle: a run that raises ends
-``FAILED`` with the error in tags, Ctrl-C or SIGTERM ends it ``KILLED`` with the last
-checkpoint logged. Only global rank 0 writes. Where runs are stored and how a run is
+band (regression). It also carries the run's lifecycle: while a stage (fit, validate, test)
+runs it keeps the run's heartbeat (:mod:`lightning_bnn.tracking.heartbeat`: at the start, after
+every training epoch and every minute), a run that raises ends ``FAILED`` with the error in
+tags, Ctrl-C or SIGTERM ends it ``KILLED`` with the last checkpoint logged. Only global rank 0
+writes. Where runs are stored and how a run is
 loaded back live in :mod:`lightning_bnn.tracking.store`.
 """
 
@@ -27,6 +29,7 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
 from lightning_bnn.tracking import artifacts, figures
+from lightning_bnn.tracking.heartbeat import KILLED_REASON_TAG, Heartbeat
 from lightning_bnn.tracking.serialization import load_model_dir, save_model
 from lightning_bnn.tracking.store import (
     CHECKPOINT_KEY,
@@ -64,6 +67,7 @@ class MlflowRunCallback(L.Callback):
         self.resumed_from = resumed_from
         self.seed = seed
         self._recorded = False
+        self._heartbeat: Heartbeat | None = None
 
     @staticmethod
     def _logger(trainer: L.Trainer) -> MLFlowLogger | None:
@@ -77,12 +81,35 @@ class MlflowRunCallback(L.Callback):
     # -- start ----------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record_start(trainer, pl_module)
+        self._start_heartbeat(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record_start(trainer, pl_module)  # a ``validate`` run: recorded as completely as a fit
+        self._start_heartbeat(trainer)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record_start(trainer, pl_module)  # a ``test`` run
+        self._start_heartbeat(trainer)
+
+    # -- heartbeat (see lightning_bnn.tracking.heartbeat) --------------------------------------------
+    def _start_heartbeat(self, trainer: L.Trainer) -> None:
+        """Beat now and every minute until the stage ends (once per stage; validation inside a fit reuses it)."""
+        logger = self._logger(trainer)
+        if logger is None or self._heartbeat is not None:
+            return
+        self._heartbeat = Heartbeat(logger.experiment, logger.run_id).start()
+
+    def _stop_heartbeat(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.poke()  # written by the heartbeat's thread: the epoch does not wait for the store
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._stop_heartbeat()
 
     def _record_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Params, tags and ``config.yaml``, once per run (the first of fit, validate or test to start)."""
@@ -100,9 +127,10 @@ class MlflowRunCallback(L.Callback):
             client.update_run(run_id, status="RUNNING")
             previous = client.get_run(run_id).data
             existing = previous.params
-            if "error" in previous.tags:  # the stop that is being resumed: kept, but no longer the run's error
-                tags["resume.previous_error"] = previous.tags["error"]
-                for key in ("error", "error.type"):
+            stop = previous.tags.get("error") or previous.tags.get(KILLED_REASON_TAG)
+            if stop:  # the stop that is being resumed: kept, but no longer the run's error
+                tags["resume.previous_error"] = stop
+                for key in ("error", "error.type", KILLED_REASON_TAG):
                     if key in previous.tags:
                         client.delete_tag(run_id, key)
             changed = {k: [existing[k], v] for k, v in flat.items() if k in existing and existing[k] != v}
@@ -160,6 +188,7 @@ class MlflowRunCallback(L.Callback):
 
     # -- failures -------------------------------------------------------------------------------------
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._stop_heartbeat()  # Lightning calls no teardown hook after an exception
         logger = self._logger(trainer)
         if logger is None or logger._run_id is None:
             return

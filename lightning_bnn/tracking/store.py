@@ -15,7 +15,9 @@ and ``error.type``. Ctrl-C (SIGINT) or SIGTERM ends it ``KILLED``, with the last
 checkpoint logged as ``checkpoints/last.ckpt``. Every checkpoint carries the id of
 its run, so ``fit --ckpt_path CKPT`` resumes *the same run* (status back to
 ``RUNNING``, metrics continue at the checkpoint's step); if that run is not in the
-current store, a new run is started with the tag ``resumed_from_run``. Only global
+current store, a new run is started with the tag ``resumed_from_run``. A SIGKILLed run
+stays ``RUNNING``; its heartbeat (:mod:`lightning_bnn.tracking.heartbeat`) lets ``runs``
+and the dashboard show it ``STALLED`` and ``runs --mark-stalled`` end it. Only global
 rank 0 writes to MLflow.
 """
 

@@ -7,6 +7,7 @@ import io
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from PIL import Image
@@ -120,6 +121,53 @@ def test_running_run_shows_as_running_and_polls(monkeypatch, tracking_uri):
     table = at.dataframe[0].value
     assert list(table["status"]) == ["RUNNING"] and list(table["run_name"]) == ["still-training"]
     assert any("1 running, refreshing every 5 s" in c and "last updated" in c for c in texts(at.caption))
+
+
+def test_a_running_run_without_a_recent_heartbeat_shows_as_stalled(monkeypatch, tracking_uri):
+    import time
+
+    from lightning_bnn.tracking.heartbeat import HEARTBEAT_TAG
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("live")
+    now = int(time.time() * 1000)
+    old = now - 20 * 60_000
+
+    def make(name: str, start: int, tags: dict, status: str | None = None) -> None:
+        run_id = client.create_run(experiment, start_time=start, run_name=name, tags=tags).info.run_id
+        if status:
+            client.set_terminated(run_id, status)
+
+    make("killed", old, {HEARTBEAT_TAG: str(old)})  # its process died 20 minutes ago
+    make("finished", old, {HEARTBEAT_TAG: str(old)}, "FINISHED")
+    at = app(monkeypatch, tracking_uri)
+    no_exceptions(at)
+    assert at.dataframe[0].value.set_index("run_name")["status"].to_dict() == {
+        "killed": "STALLED",
+        "finished": "FINISHED",
+    }
+    captions = texts(at.caption)  # a stalled run alone does not keep the page polling
+    assert any("1 stalled (no heartbeat for 10 min)" in c for c in captions), captions
+    assert not any("refreshing" in c for c in captions), captions
+
+    make("beating", old, {HEARTBEAT_TAG: str(now)})  # started as long ago, still beats
+    make("just-started", int(time.time() * 1000), {})  # no heartbeat yet: judged by its start
+    at.button(key="runs_refresh").click().run()
+    no_exceptions(at)
+    table = at.dataframe[0].value.set_index("run_name")
+    assert table["status"].to_dict() == {
+        "killed": "STALLED",
+        "finished": "FINISHED",
+        "beating": "RUNNING",
+        "just-started": "RUNNING",
+    }
+    assert table.loc["killed", "heartbeat"] == pd.Timestamp(old, unit="ms")
+    assert any(
+        "2 running, refreshing every 5 s · 1 stalled (no heartbeat for 10 min)" in c for c in texts(at.caption)
+    ), texts(at.caption)
+    at.sidebar.number_input(key="stalled_after_min").set_value(30.0).run()  # the sidebar's threshold
+    assert at.dataframe[0].value.set_index("run_name").loc["killed", "status"] == "RUNNING"
+    assert not any("stalled" in c for c in texts(at.caption)), texts(at.caption)
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ def only_run(uri: str):
 def test_sigkill_mid_epoch_keeps_store_consistent_and_resumes(tmp_path):
     from dashboard.runs import list_runs
     from lightning_bnn.cli.commands import runs_main
+    from lightning_bnn.tracking.heartbeat import KILLED_REASON_TAG, mark_stalled, now_ms
 
     proc, marker = parked_job(tmp_path, "killed")
     wait_for(marker, proc)
@@ -70,6 +71,10 @@ def test_sigkill_mid_epoch_keeps_store_consistent_and_resumes(tmp_path):
     assert run.info.run_id[:8] in table.getvalue() and "RUNNING" in table.getvalue()
     frame = list_runs(uri)  # the dashboard's runs table
     assert frame.loc[frame["run_id"] == run.info.run_id, "status"].tolist() == ["RUNNING"]
+    # judged ten minutes later it is stalled: ended KILLED with the reason (tests/reliability/test_stalled.py)
+    later = now_ms() + 11 * 60_000
+    reason = mark_stalled(client, run.info.run_id, 10, now=later)
+    assert reason is not None and client.get_run(run.info.run_id).info.status == "KILLED"
 
     (last,) = tmp_path.rglob("last.ckpt")
     train(
@@ -87,6 +92,8 @@ def test_sigkill_mid_epoch_keeps_store_consistent_and_resumes(tmp_path):
     client, resumed = only_run(uri)  # the same run continues
     assert resumed.info.run_id == run.info.run_id
     assert resumed.info.status == "FINISHED"
+    # the stop it resumed from is kept, but is no longer why the run ended
+    assert KILLED_REASON_TAG not in resumed.data.tags and resumed.data.tags["resume.previous_error"] == reason
     after = metric_histories(client, run.info.run_id)
     for key in EPOCH_METRICS:
         steps = [step for step, _ in after[key]]
