@@ -160,7 +160,7 @@ def run(
     """Train every model for every seed (``jobs`` runs at a time); return (markdown, summary)."""
     if quick:
         base, dataset, epochs = CONFIGS / "digits.yaml", "digits", epochs or 12
-        extra = ["--model.hidden_sizes", "[128]", "--model.num_samples_eval", "10"]
+        extra = ["--model.num_samples_eval", "10"]
     else:
         base, dataset, extra = EXPERIMENT_CONFIGS / "fashion_mnist.yaml", "fashion_mnist", []
         epochs = epochs or 30
