@@ -13,12 +13,14 @@ loaded back live in :mod:`lightning_bnn.tracking.store`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -422,7 +424,11 @@ def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, st
         tags={"lightning_bnn.task": str(module.hparams.get("task"))},
         model_type="lightning_bnn",
     )
-    with tempfile.TemporaryDirectory() as staging, using_tracking_uri(client.tracking_uri):
+    with (
+        tempfile.TemporaryDirectory() as staging,
+        using_tracking_uri(client.tracking_uri),
+        _trusting(package),  # MLflow loads the model once to check the example; this process trained it
+    ):
         code = [_package_source(Path(staging))]
         if package:  # the network's source travels too; loading it still needs LIGHTNING_BNN_TRUSTED_MODULES
             user = _user_source(package, Path(staging) / "user")
@@ -440,6 +446,30 @@ def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, st
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step)])
     link_final_metrics(client, run_id, logged.model_id)
     return logged.model_id
+
+
+@contextlib.contextmanager
+def _trusting(package: str | None) -> Iterator[None]:
+    """Add ``package`` to ``LIGHTNING_BNN_TRUSTED_MODULES`` inside the block (restored after); None: no change.
+
+    ``mlflow.pyfunc.log_model`` loads the new model once to check its input example, and that load
+    follows the trusted-modules rule. The process that trained the user's network has imported
+    it already, so trusting it here runs no new code; a later load of the model is not affected.
+    """
+    from lightning_bnn.nn.custom import TRUSTED_MODULES_ENV
+
+    if not package:
+        yield
+        return
+    previous = os.environ.get(TRUSTED_MODULES_ENV)
+    os.environ[TRUSTED_MODULES_ENV] = ",".join(p for p in (previous, package) if p)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TRUSTED_MODULES_ENV, None)
+        else:
+            os.environ[TRUSTED_MODULES_ENV] = previous
 
 
 def link_final_metrics(client: Any, run_id: str, model_id: str) -> int:
