@@ -5,5 +5,6 @@ The store (:mod:`.store`), the run recorder callback (:mod:`.recorder`), the art
 the OOD callback (:mod:`.ood_callback`), pruning a run into a child run (:mod:`.pruning`), what
 the paper's experiments write to their runs (:mod:`.experiment_runs`), model files
 (:mod:`.serialization`: safetensors + JSON, never a pickle), the pyfunc model
-(:mod:`.pyfunc_model`) and loading a run back into a model.
+(:mod:`.pyfunc_model`, logged as an MLflow 3 LoggedModel of its run), the model registry and
+``models:/`` URIs (:mod:`.registry`) and loading a run back into a model.
 """
