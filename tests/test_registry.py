@@ -43,9 +43,10 @@ def store(digits_run, tmp_path_factory):
     client = MlflowClient(copy)
     # the layout of runs recorded before LoggedModels: model/ and a plain pyfunc/ folder in the run's artifacts
     model_dir = client.download_artifacts(run_id, artifacts.MODEL_DIR, str(root / "dl"))
-    pyfunc_dir = mlflow.artifacts.download_artifacts(
-        f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(root / "dl"), tracking_uri=copy
-    )
+    with using_tracking_uri(copy):  # MLflow finds the run's LoggedModel through its global store
+        pyfunc_dir = mlflow.artifacts.download_artifacts(
+            f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(root / "dl")
+        )
     legacy = client.create_run(client.get_run(run_id).info.experiment_id, run_name="legacy").info.run_id
     client.log_artifacts(legacy, model_dir, artifacts.MODEL_DIR)
     client.log_artifacts(legacy, pyfunc_dir, artifacts.PYFUNC_MODEL)

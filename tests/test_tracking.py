@@ -226,9 +226,8 @@ def test_pyfunc_model_is_a_logged_model_of_the_run_with_its_final_metrics(digits
 
 def test_pyfunc_model_loads_and_predicts_statistics(digits_run, tmp_path):
     uri, run_id = digits_run
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(tmp_path), tracking_uri=uri
-    )
+    with using_tracking_uri(uri):  # MLflow finds the run's LoggedModel through its global store
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(tmp_path))
     model = mlflow.pyfunc.load_model(local)
     signature = model.metadata.signature
     assert signature is not None and signature.params is not None
@@ -254,9 +253,8 @@ def test_pyfunc_model_loads_where_lightning_bnn_is_not_installed(digits_run, tmp
     import sys
 
     uri, run_id = digits_run
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(tmp_path), tracking_uri=uri
-    )
+    with using_tracking_uri(uri):  # MLflow finds the run's LoggedModel through its global store
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(tmp_path))
     assert (Path(local) / "code" / "lightning_bnn" / "tracking" / "serialization.py").is_file()
     script = (
         "import importlib.util, json, sys, mlflow\n"
