@@ -1,7 +1,7 @@
 """``python -m lightning_bnn``: LightningCLI subcommands plus the project's own commands.
 
 ``fit``, ``validate``, ``test``, ``predict``: LightningCLI (see :mod:`lightning_bnn.cli.app`).
-``runs``, ``compare``, ``prune``, ``sweep``: plain commands, each a ``main(argv) -> int``.
+``runs``, ``compare``, ``register``, ``prune``, ``sweep``: plain commands, each a ``main(argv) -> int``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "runs": "lightning_bnn.cli.commands:runs_main",
     "compare": "lightning_bnn.cli.commands:compare_main",
+    "register": "lightning_bnn.cli.register:main",
     "prune": "lightning_bnn.cli.prune:main",
     "sweep": "lightning_bnn.cli.sweep:main",
 }

@@ -84,8 +84,10 @@ def test_the_shipped_configs_carry_the_recipe():
 def quick(tmp_path_factory):
     root = tmp_path_factory.mktemp("calibration")
     uri, doc = f"sqlite:///{root}/mlflow.db", root / "experiments.md"
-    doc.write_text("# Experiments\n\nprose before\n\n<!-- experiments:calibration-quick:start -->\nold\n"
-                   "<!-- experiments:calibration-quick:end -->\n\nprose after\n")
+    doc.write_text(
+        "# Experiments\n\nprose before\n\n<!-- experiments:calibration-quick:start -->\nold\n"
+        "<!-- experiments:calibration-quick:end -->\n\nprose after\n"
+    )
     assert main(["--quick", "--tracking-uri", uri, "--doc", str(doc)]) == 0
     return uri, doc.read_text()
 

@@ -70,6 +70,31 @@ def test_cli_fit_of_a_user_network_reloads_with_equal_predictions(custom_run, tm
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
+def test_the_pyfunc_model_of_a_user_network_answers_like_load_model(custom_run, tmp_path, monkeypatch):
+    """The run's MLflow model (a LoggedModel, code from the run) imports the network only where trusted."""
+    import mlflow
+    import numpy as np
+
+    from lightning_bnn.tracking.store import using_tracking_uri
+
+    uri, run_id, _ = custom_run
+    monkeypatch.delenv(TRUSTED_MODULES_ENV, raising=False)
+    with using_tracking_uri(uri):
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/pyfunc", dst_path=str(tmp_path))
+        assert (tmp_path / "pyfunc" / "code" / "byon_nets.py").is_file()  # the network's source travels along
+        with pytest.raises(Exception, match=f"byon_nets.TinyNet.*{TRUSTED_MODULES_ENV}=byon_nets"):
+            mlflow.pyfunc.load_model(local)
+        monkeypatch.setenv(TRUSTED_MODULES_ENV, "byon_nets")
+        model = mlflow.pyfunc.load_model(f"runs:/{run_id}/pyfunc")
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = model.predict(x.numpy(), params={"num_samples": 7, "seed": 3})
+    loaded = load_model(run_id, uri, trusted_modules=["byon_nets"])
+    summary = loaded.summarise(loaded.sample_predictions(x, 7, generator=torch.Generator().manual_seed(3)))
+    assert np.allclose(out[[f"prob_{c}" for c in range(10)]].to_numpy(), summary.probs.numpy(), atol=1e-6)
+    assert np.allclose(out["mutual_information"], summary.mutual_information.numpy(), atol=1e-6)
+    assert list(out["predicted"]) == [str(int(c)) for c in summary.predicted]
+
+
 def test_a_class_path_outside_the_trusted_modules_is_refused_before_any_import(custom_run, tmp_path, monkeypatch):
     _, _, trained = custom_run
     folder = save_model(trained, tmp_path / "model")

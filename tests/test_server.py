@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from lightning_bnn import load_model
 from lightning_bnn.cli.commands import runs_main
 from lightning_bnn.tracking import artifacts
+from lightning_bnn.tracking.registry import register_run
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,12 @@ def test_train_against_a_server_and_read_it_back(mlflow_server, tmp_path):
     assert list((root / "artifacts").rglob("weights.safetensors"))
     model = load_model(f"runs:/{run_id}", tracking_uri=url)
     assert model.hparams.hidden_sizes == [16]
+    # the pyfunc LoggedModel and the registry work through the server too
+    (logged,) = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    version = register_run(run_id, "team-digits", "champion", tracking_uri=url)
+    assert version.model_id == logged.model_id and version.run_id == run_id
+    assert load_model("models:/team-digits@champion", tracking_uri=url).hparams.hidden_sizes == [16]
     out = io.StringIO()
     assert runs_main(["--tracking-uri", url, "--experiment", "team"], out=out) == 0
-    assert run_id in out.getvalue()
+    assert run_id in out.getvalue() and "team-digits v1 @champion" in out.getvalue()
     assert list((tmp_path / "ckpt").rglob("*.ckpt"))

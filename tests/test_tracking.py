@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+import yaml
 from mlflow import MlflowClient
 
 from lightning_bnn import load_model
@@ -25,6 +26,7 @@ from lightning_bnn.tracking.store import (
     flatten_params,
     parse_run,
     resolve_tracking_uri,
+    using_tracking_uri,
 )
 from lightning_bnn.training.module import BNNModule
 
@@ -130,10 +132,10 @@ def test_classification_run_has_every_artifact(digits_run, tmp_path):
         artifacts.POSTERIOR_CHART,
         artifacts.RELIABILITY,
         artifacts.RELIABILITY_CHART,
-        f"{artifacts.PYFUNC_MODEL}/MLmodel",
     ):
         assert path in files, path
     assert artifacts.PREDICTIVE_BAND not in files
+    assert not any(f.startswith(f"{artifacts.PYFUNC_MODEL}/") for f in files)  # a LoggedModel now, not a folder
     summary = read_json(client, run_id, artifacts.POSTERIOR_SUMMARY, tmp_path)
     assert [layer["kind"] for layer in summary["layers"]] == ["BayesLinear", "BayesLinear"]
     assert sum(layer["num_weights"] for layer in summary["layers"]) == (64 * 32 + 32) + (32 * 10 + 10)
@@ -209,11 +211,35 @@ def test_load_model_predicts_exactly_like_the_trained_model(digits_cli):
         assert torch.equal(_sample(loaded, x), _sample(trained, x))
 
 
+def test_pyfunc_model_is_a_logged_model_of_the_run_with_its_final_metrics(digits_run, tmp_path):
+    uri, run_id = digits_run
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    with using_tracking_uri(uri):  # the fluent API, as a user with MLFLOW_TRACKING_URI set calls it
+        found = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list"
+        )
+    assert len(found) == 1
+    model = found[0]
+    assert model.name == artifacts.PYFUNC_MODEL and str(model.status) in ("READY", "LoggedModelStatus.READY")
+    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]  # the run's Models tab
+    assert model.params["hidden_sizes"] == "[32]" and model.params == run.data.params
+    linked = {m.key: m.value for m in model.metrics}
+    for key in ("val/nll", "val/acc", "test/acc", "test/nll", "test/ece"):  # test/* are logged after the fit
+        assert linked[key] == pytest.approx(run.data.metrics[key]), key
+    assert len(client.get_metric_history(run_id, "val/nll")) == 3  # linking adds no point to the run's history
+    files = [f.path for f in client.list_logged_model_artifacts(model.model_id)]
+    assert "MLmodel" in files and "python_model.pkl" not in files
+    mlmodel = Path(mlflow.artifacts.download_artifacts(f"{model.artifact_location}/MLmodel", dst_path=str(tmp_path)))
+    flavor = yaml.safe_load(mlmodel.read_text())["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # a model from code, never a pickle
+    assert Path(flavor["model_code_path"]).name == "pyfunc_model.py"
+
+
 def test_pyfunc_model_loads_and_predicts_statistics(digits_run, tmp_path):
     uri, run_id = digits_run
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(tmp_path), tracking_uri=uri
-    )
+    with using_tracking_uri(uri):  # MLflow finds the run's LoggedModel through its global store
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(tmp_path))
     model = mlflow.pyfunc.load_model(local)
     signature = model.metadata.signature
     assert signature is not None and signature.params is not None
@@ -239,9 +265,8 @@ def test_pyfunc_model_loads_where_lightning_bnn_is_not_installed(digits_run, tmp
     import sys
 
     uri, run_id = digits_run
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(tmp_path), tracking_uri=uri
-    )
+    with using_tracking_uri(uri):  # MLflow finds the run's LoggedModel through its global store
+        local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{artifacts.PYFUNC_MODEL}", dst_path=str(tmp_path))
     assert (Path(local) / "code" / "lightning_bnn" / "tracking" / "serialization.py").is_file()
     script = (
         "import importlib.util, json, sys, mlflow\n"

@@ -5,6 +5,8 @@ metrics, filtered by experiment, tag or an MLflow filter string; a ``RUNNING`` r
 heartbeat for ``--stalled-after`` minutes shows as ``STALLED``, and ``--mark-stalled`` ends
 such runs ``KILLED`` (:mod:`lightning_bnn.tracking.heartbeat`). ``compare RUN ...``
 prints the params that differ between runs and their final metrics side by side.
+Both show the registered model versions of each run (``registered``: ``NAME v1 @champion``; see
+``python -m lightning_bnn register``).
 Both work on any store (``--tracking-uri``, else as in :mod:`lightning_bnn.tracking.store`);
 they only read, through the MLflow client API (no SQL), except ``runs --mark-stalled``.
 """
@@ -72,6 +74,18 @@ def _client(uri: str | None):
     from mlflow import MlflowClient
 
     return MlflowClient(resolve_tracking_uri(uri))
+
+
+def registered_by_run(client: Any) -> dict[str, str]:
+    """Map each run id to its registered versions (``NAME v1 @champion``), from the store's model registry."""
+    from mlflow.exceptions import MlflowException
+
+    from lightning_bnn.tracking.registry import registered_labels, registered_versions
+
+    try:
+        return registered_labels(registered_versions(client=client))
+    except MlflowException:  # a store without a model registry: no column, not an error
+        return {}
 
 
 def _started(ms: int | None) -> str:
@@ -191,7 +205,9 @@ def runs_main(argv: Sequence[str], out: TextIO | None = None) -> int:
         return 0
     params = [p for p in KEY_PARAMS if any(p in r.data.params for r in runs)]
     metrics = [m for m in KEY_METRICS if any(m in r.data.metrics for r in runs)]
-    header = ["run_id", "experiment", "name", "status", "started", *params, *metrics]
+    registered = registered_by_run(client)
+    shown = ["registered"] if any(r.info.run_id in registered for r in runs) else []
+    header = ["run_id", "experiment", "name", "status", "started", *shown, *params, *metrics]
     now = heartbeat.now_ms()
     rows = [
         [
@@ -200,6 +216,7 @@ def runs_main(argv: Sequence[str], out: TextIO | None = None) -> int:
             r.info.run_name or "",
             run_status(r, now, args.stalled_after),
             _started(r.info.start_time),
+            *(registered.get(r.info.run_id, "") for _ in shown),
             *(r.data.params.get(p, "") for p in params),
             *(format_value(r.data.metrics.get(m)) for m in metrics),
         ]
@@ -254,6 +271,9 @@ def compare_main(argv: Sequence[str], out: TextIO | None = None) -> int:
         ["status", *(r.info.status for r in runs)],
         ["started", *(_started(r.info.start_time) for r in runs)],
     ]
+    registered = registered_by_run(client)
+    if any(r.info.run_id in registered for r in runs):
+        info.append(["registered", *(registered.get(r.info.run_id, "") for r in runs)])
     print(format_table(header, info), file=out)
     differing = diff_params([r.data.params for r in runs], show_all=args.all_params)
     title = "params" if args.all_params else "params that differ"

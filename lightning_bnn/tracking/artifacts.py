@@ -7,7 +7,8 @@ Paths are relative to the run's artifact root::
     model/model.json                     {"format", "format_version", "class", "hparams"}
     checkpoints/best.ckpt                best Lightning checkpoint by val/nll
     checkpoints/last.ckpt                runs ended KILLED (Ctrl-C, SIGTERM): the last checkpoint, to resume from
-    pyfunc/                              the same weights as an MLflow pyfunc model (MLmodel, model from code)
+    pyfunc/                              runs recorded before LoggedModels: the MLflow pyfunc model (MLmodel,
+                                         model from code); newer runs log it as a LoggedModel named ``pyfunc``
     posterior/summary.json               per-layer histograms of mu, sigma and log10 SNR (schema below)
     posterior/posterior.html             the same as a plotly chart
     evaluation/reliability.json          classification: reliability diagram on the test set
@@ -43,6 +44,7 @@ MODEL_CONFIG = "model/model.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "checkpoints/best.ckpt"
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
+#: name of the run's pyfunc LoggedModel (``runs:/<run_id>/pyfunc``), and the folder of older runs
 PYFUNC_MODEL = "pyfunc"
 POSTERIOR_SUMMARY = "posterior/summary.json"
 POSTERIOR_CHART = "posterior/posterior.html"

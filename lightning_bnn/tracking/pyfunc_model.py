@@ -11,14 +11,16 @@ that network's top-level module or package in ``code/`` as well; loading it impo
 class only where ``LIGHTNING_BNN_TRUSTED_MODULES`` names its package (see
 :mod:`lightning_bnn.nn.custom`), as :func:`lightning_bnn.load_model` does.
 
-Input: a float array ``[B, *input_shape]`` (the signature is a tensor spec; for
-tabular data a DataFrame with one column per feature also fits it). Images are model
-inputs as training saw them (pixels scaled to [0, 1]); tabular features are raw
-values, standardised here with the training statistics.
+Input: images as a float array ``[B, *input_shape]`` (the signature is a tensor spec), model
+inputs as training saw them (pixels scaled to [0, 1]); tabular data as a DataFrame with one
+column per feature (the signature names the columns, so a served ``dataframe_split`` request is
+matched by name), raw values standardised here with the training statistics.
 
 Output: a DataFrame, one row per input, of sampled prediction statistics over
-``num_samples`` Monte Carlo draws (params ``num_samples``, default the model's
-``num_samples_eval``, and ``seed``, default 0, so equal inputs give equal outputs):
+``num_samples`` Monte Carlo draws (params ``num_samples``, 1 to
+:data:`~lightning_bnn.nn.predictive.MAX_SAMPLES`, default the model's ``num_samples_eval``, and
+``seed``, default 0, so equal inputs give equal outputs; a bad value is a ``ValueError``, which a
+served model answers with HTTP 400 and the message):
 
 * classification: ``prob_<class>`` (predictive probabilities), ``predicted``,
   ``entropy`` (predictive entropy) and ``mutual_information`` (epistemic part), in nats;
@@ -46,7 +48,27 @@ class BNNPyfuncModel(mlflow.pyfunc.PythonModel):
         self.module = load_model_dir(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> Any:
-        return predict_frame(self.module, model_input, params)
+        try:
+            return predict_frame(self.module, model_input, params)
+        except ValueError as err:  # a bad request: the server answers 400 with this message, not 500
+            raise mlflow.exceptions.MlflowException.invalid_parameter_value(str(err)) from None
+
+
+def sampling_params(module: Any, params: dict[str, Any] | None) -> tuple[int, int]:
+    """``(num_samples, seed)`` of a request: defaults ``num_samples_eval`` and 0; bad values raise ValueError."""
+    from lightning_bnn.nn.predictive import check_num_samples
+
+    params = dict(params or {})
+    num_samples = params.get("num_samples")
+    num_samples = int(module.hparams.num_samples_eval) if num_samples is None else num_samples
+    if isinstance(num_samples, (np.integer, float)) and float(num_samples).is_integer():
+        num_samples = int(num_samples)
+    check_num_samples(num_samples, "params.num_samples")
+    seed = params.get("seed")
+    seed = 0 if seed is None else seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"params.seed must be a non-negative integer, got {seed!r}")
+    return num_samples, int(seed)
 
 
 def predict_frame(module: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
@@ -54,9 +76,7 @@ def predict_frame(module: Any, model_input: Any, params: dict[str, Any] | None =
     import pandas as pd
     import torch
 
-    params = dict(params or {})
-    num_samples = int(params.get("num_samples") or module.hparams.num_samples_eval)
-    seed = int(params.get("seed", 0) if params.get("seed") is not None else 0)
+    num_samples, seed = sampling_params(module, params)
     x = model_inputs(module, model_input)
     generator = torch.Generator().manual_seed(seed)
     summary = module.summarise(module.sample_predictions(x, num_samples, generator=generator))

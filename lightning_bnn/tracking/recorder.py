@@ -15,12 +15,14 @@ loaded back live in :mod:`lightning_bnn.tracking.store`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,8 @@ class MlflowRunCallback(L.Callback):
         self.seed = seed
         self._recorded = False
         self._heartbeat: Heartbeat | None = None
+        #: the LoggedModel of this fit's pyfunc model (set at the end of fit)
+        self.model_id: str | None = None
 
     @staticmethod
     def _logger(trainer: L.Trainer) -> MLFlowLogger | None:
@@ -170,7 +174,7 @@ class MlflowRunCallback(L.Callback):
             client.log_artifacts(run_id, str(model_dir), artifacts.MODEL_DIR)
             example = pyfunc_input_example(pl_module, trainer.datamodule)
             if example is not None:
-                log_pyfunc_model(client, run_id, model_dir, example, tmp / "pyfunc")
+                self.model_id = log_pyfunc_model(client, run_id, model_dir, example, step=trainer.global_step)
             best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
             if best and Path(best).is_file():
                 _log_file_as(client, run_id, best, artifacts.BEST_CHECKPOINT)
@@ -185,6 +189,8 @@ class MlflowRunCallback(L.Callback):
         # fast_dev_run tests one batch: the report covers that batch too, not the whole test set
         max_batches = int(trainer.fast_dev_run) if trainer.fast_dev_run else None
         log_evaluation(logger.experiment, logger.run_id, pl_module, trainer.datamodule, self.seed, max_batches)
+        if self.model_id is not None:  # the test metrics are the model's too
+            link_final_metrics(logger.experiment, logger.run_id, self.model_id)
 
     # -- failures -------------------------------------------------------------------------------------
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -340,11 +346,23 @@ def log_train_sample(client: Any, run_id: str, datamodule: Any, limit: int | Non
 
 # -- the MLflow pyfunc model -------------------------------------------------------------------------
 def pyfunc_input_example(module: Any, datamodule: Any) -> Any | None:
-    """Two training inputs in the pyfunc's input units (raw tabular features, model-space images)."""
+    """Two training inputs in the pyfunc's input units.
+
+    Model-space images as a float32 array; raw tabular features as a float64 DataFrame with the
+    feature names as columns. A DataFrame example gives the signature named columns, so a served
+    ``dataframe_split`` request is matched by column name, not by position; float64 because JSON
+    numbers arrive as float64, which MLflow does not narrow to a float32 column.
+    """
     splits = getattr(datamodule, "splits", None)
     if splits is None:
         return None
-    return module.preprocessing.serving_example(splits.x_train[:2]).to(torch.float32).numpy()
+    example = module.preprocessing.serving_example(splits.x_train[:2])
+    names = list(getattr(module.preprocessing, "feature_names", ()) or ())
+    if names and example.ndim == 2 and example.shape[1] == len(names):
+        import pandas as pd
+
+        return pd.DataFrame(example.to(torch.float64).numpy(), columns=names)
+    return example.to(torch.float32).numpy()
 
 
 def pip_requirements() -> list[str]:
@@ -399,20 +417,26 @@ def _user_source(package: str, folder: Path) -> Path | None:
     return target
 
 
-def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tmp: Path) -> None:
-    """Log the run's MLflow pyfunc model under ``pyfunc/`` as a model from code.
+def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, step: int = 0) -> str:
+    """Log the run's MLflow pyfunc model as an MLflow 3 *LoggedModel* named ``pyfunc``; returns its model id.
 
-    ``python_model`` is the *path* of :mod:`lightning_bnn.tracking.pyfunc_model` (no pickle); the
-    safetensors weights in ``model_dir`` ride along as its artifact, and the package's
-    Python source as its ``code/`` (about 0.3 MB), so the model loads where
-    ``lightning_bnn`` is not installed. The signature
-    (tensor input, DataFrame output, params ``num_samples`` and ``seed``) is inferred
-    from a prediction on ``example``.
+    The LoggedModel is created in the run's experiment with ``source_run_id`` = the run (so
+    ``search_logged_models(filter_string="source_run_id = '...'")`` and the run's Models tab find it),
+    the run's params, and is recorded as an output of the run at ``step``. Its files are written
+    by ``mlflow.pyfunc.log_model`` as a model from code: ``python_model`` is the *path* of
+    :mod:`lightning_bnn.tracking.pyfunc_model` (no pickle); the safetensors weights in ``model_dir``
+    ride along as its artifact, and the package's Python source as its ``code/`` (about 0.3 MB), so
+    the model loads where ``lightning_bnn`` is not installed. The signature (tensor input, DataFrame
+    output, params ``num_samples`` and ``seed``) is inferred from a prediction on ``example``.
+    ``runs:/<run_id>/pyfunc`` still names it: MLflow 3 resolves a run's model by its name.
+    The run's latest metrics are linked to it (:func:`link_final_metrics`).
     """
     import mlflow
+    from mlflow.entities import LoggedModelOutput
     from mlflow.models import infer_signature
 
     from lightning_bnn.tracking import pyfunc_model
+    from lightning_bnn.tracking.store import using_tracking_uri
 
     package = network_package(json.loads((model_dir / "model.json").read_text()).get("hparams"))
     # this process trained the user's network: its package is trusted here (a later load is not)
@@ -420,13 +444,27 @@ def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tm
     params = {"num_samples": int(module.hparams.num_samples_eval), "seed": 0}
     output = pyfunc_model.predict_frame(module, example, params)
     signature = infer_signature(example, output, params=params)
-    with tempfile.TemporaryDirectory() as staging:
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        experiment_id=run.info.experiment_id,
+        name=artifacts.PYFUNC_MODEL,
+        source_run_id=run_id,
+        params=dict(run.data.params),
+        tags={"lightning_bnn.task": str(module.hparams.get("task"))},
+        model_type="lightning_bnn",
+    )
+    with (
+        tempfile.TemporaryDirectory() as staging,
+        using_tracking_uri(client.tracking_uri),
+        _trusting(package),  # MLflow loads the model once to check the example; this process trained it
+    ):
         code = [_package_source(Path(staging))]
         if package:  # the network's source travels too; loading it still needs LIGHTNING_BNN_TRUSTED_MODULES
             user = _user_source(package, Path(staging) / "user")
             code += [user] if user is not None else []
-        mlflow.pyfunc.save_model(
-            path=str(tmp),
+        mlflow.pyfunc.log_model(
+            name=artifacts.PYFUNC_MODEL,
+            model_id=logged.model_id,
             python_model=pyfunc_model.__file__,
             artifacts={pyfunc_model.MODEL_ARTIFACT: str(model_dir)},
             code_paths=[str(c) for c in code],
@@ -434,4 +472,54 @@ def log_pyfunc_model(client: Any, run_id: str, model_dir: Path, example: Any, tm
             input_example=example,
             pip_requirements=pip_requirements(),
         )
-    client.log_artifacts(run_id, str(tmp), artifacts.PYFUNC_MODEL)
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step)])
+    link_final_metrics(client, run_id, logged.model_id)
+    return logged.model_id
+
+
+@contextlib.contextmanager
+def _trusting(package: str | None) -> Iterator[None]:
+    """Add ``package`` to ``LIGHTNING_BNN_TRUSTED_MODULES`` inside the block (restored after); None: no change.
+
+    ``mlflow.pyfunc.log_model`` loads the new model once to check its input example, and that load
+    follows the trusted-modules rule. The process that trained the user's network has imported
+    it already, so trusting it here runs no new code; a later load of the model is not affected.
+    """
+    from lightning_bnn.nn.custom import TRUSTED_MODULES_ENV
+
+    if not package:
+        yield
+        return
+    previous = os.environ.get(TRUSTED_MODULES_ENV)
+    os.environ[TRUSTED_MODULES_ENV] = ",".join(p for p in (previous, package) if p)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TRUSTED_MODULES_ENV, None)
+        else:
+            os.environ[TRUSTED_MODULES_ENV] = previous
+
+
+def link_final_metrics(client: Any, run_id: str, model_id: str) -> int:
+    """Link the latest value of each of the run's metrics to the LoggedModel ``model_id``; returns how many.
+
+    The point is logged again with ``model_id`` (``log_batch``): MLflow keeps one copy in the
+    run's history (same key, step, timestamp and value) and records it as the model's metric.
+    Metrics already linked at the same step and time are skipped, so calling it again after
+    testing adds only the new ``test/*`` metrics.
+    """
+    from mlflow.entities import Metric
+
+    linked = {(m.key, m.step, m.timestamp) for m in (client.get_logged_model(model_id).metrics or [])}
+    points = []
+    for key in client.get_run(run_id).data.metrics:
+        history = client.get_metric_history(run_id, key)
+        if not history:
+            continue
+        last = max(history, key=lambda m: (m.step, m.timestamp))
+        if (last.key, last.step, last.timestamp) not in linked:
+            points.append(Metric(last.key, last.value, last.timestamp, last.step, run_id=run_id, model_id=model_id))
+    if points:
+        client.log_batch(run_id, metrics=points)
+    return len(points)

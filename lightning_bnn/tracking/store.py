@@ -23,12 +23,13 @@ rank 0 writes to MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,6 @@ def prepare_sqlite_store(tracking_uri: str) -> None:
     """
     if not tracking_uri.startswith("sqlite:///") or tracking_uri in _PREPARED_STORES:
         return
-    import contextlib
     import sqlite3
 
     from mlflow import MlflowClient
@@ -145,6 +145,23 @@ def prepare_sqlite_store(tracking_uri: str) -> None:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
     _PREPARED_STORES.add(tracking_uri)
+
+
+@contextlib.contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """Make ``uri`` MLflow's tracking URI inside the block, and restore the previous one after.
+
+    For the few MLflow calls that take no store argument (``mlflow.pyfunc.log_model`` and the
+    LoggedModel it finalizes): everything else here names its store through ``MlflowClient(uri)``.
+    """
+    import mlflow
+
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def is_interruption(exception: BaseException | None) -> bool:
@@ -334,7 +351,10 @@ def load_model(run: str, tracking_uri: str | None = None, trusted_modules: Itera
     unpickled, and nothing in the store is changed.
 
     Args:
-        run: a run id, or a ``runs:/<run_id>`` URI.
+        run: a run id, a ``runs:/<run_id>`` URI, or a model URI: ``models:/m-<model id>`` (the run's
+            LoggedModel), ``models:/NAME/VERSION``, ``models:/NAME/latest`` or ``models:/NAME@ALIAS``
+            (the registry), each read back from the run that trained the model
+            (:func:`lightning_bnn.tracking.registry.resolve_model_uri`).
         tracking_uri: the store; defaults as in :func:`resolve_tracking_uri`.
         trusted_modules: modules whose network classes may be imported for a model trained on the
             user's own network (``lightning_bnn`` and those in ``LIGHTNING_BNN_TRUSTED_MODULES`` always
@@ -344,15 +364,20 @@ def load_model(run: str, tracking_uri: str | None = None, trusted_modules: Itera
         The :class:`~lightning_bnn.training.module.BNNModule` with the run's weights.
 
     Raises:
-        ModelLoadError: for an unknown run, a run without weights, or weights that are
+        ModelLoadError: for an unknown run or model, a run without weights, or weights that are
             corrupted or do not match the model config.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    run_id = parse_run(run)
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(uri)
+    if isinstance(run, str) and run.strip().startswith("models:/"):
+        from lightning_bnn.tracking.registry import resolve_model_uri
+
+        run_id = resolve_model_uri(run.strip(), client)
+    else:
+        run_id = parse_run(run)
     try:
         info = client.get_run(run_id).info
     except MlflowException as err:
