@@ -161,7 +161,7 @@ def test_best_checkpoint_is_best_by_val_nll_and_loads_without_pickle(digits_run,
     checkpoint = torch.load(path, weights_only=True, map_location="cpu")
     assert checkpoint[CHECKPOINT_KEY]["run_id"] == run_id
     history = client.get_metric_history(run_id, "val/nll")
-    states = [v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    states = [v for k, v in checkpoint["callbacks"].items() if k.startswith("BestValidationCheckpoint")]
     assert float(states[0]["best_model_score"]) == pytest.approx(min(m.value for m in history), rel=1e-5)
 
 
