@@ -248,7 +248,7 @@ def test_predict_run_without_model(monkeypatch, rich_store):
     open_page(at, "predict")
     no_exceptions(at)
     assert any("Cannot use this run" in e and "no saved model" in e for e in texts(at.error))
-    at.selectbox(key="predict_run").set_value(rich_store["digits"]).run()  # the page keeps working
+    at.multiselect(key="predict_runs").set_value([rich_store["digits"]]).run()  # the page keeps working
     no_exceptions(at)
     assert not at.error and at.file_uploader
 
