@@ -50,9 +50,16 @@ def ambiguous_digit(a: int = 3, b: int = 8) -> bytes:
 
 
 def train_runs(uri: str, epochs: int | None) -> dict[str, str]:
-    """The three runs; returns layer type -> run id."""
+    """The three runs (those of a kept store are reused); returns layer type -> run id."""
+    from mlflow import MlflowClient
+
     from lightning_bnn.cli.app import main
 
+    client = MlflowClient(uri)
+    found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    kept = {r.info.run_name: r.info.run_id for r in found if r.info.status == "FINISHED"}
+    if all(name in kept for _, name in RUNS) and len(found) == len(RUNS):
+        return {layer_type: kept[name] for layer_type, name in RUNS}
     ids = {}
     for layer_type, name in RUNS:
         print(f"training {name}", file=sys.stderr, flush=True)
@@ -94,7 +101,7 @@ def save_small(page, path: Path) -> None:
 def collapse_sidebar(page) -> None:
     """Hide the sidebar (it shows the store's temporary path)."""
     page.locator('[data-testid="stSidebarCollapseButton"] button').first.click(force=True)
-    page.locator('[data-testid="stSidebar"][aria-expanded="false"]').wait_for(timeout=10_000)
+    page.locator('[data-testid="stSidebar"][data-collapsed="true"]').wait_for(state="attached", timeout=10_000)
     page.wait_for_timeout(800)
 
 
@@ -103,19 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/screenshots.py", description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, help="train for N epochs instead of the config's 30 (a try-out)")
     parser.add_argument("--out", default=str(REPO / "docs" / "img"), help="folder of the PNGs (default docs/img)")
+    parser.add_argument("--store", help="keep the runs in this folder, reused next time (default: a temp folder)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     image = ambiguous_digit()
     with tempfile.TemporaryDirectory(prefix="screenshots-") as tmp:
-        root = Path(tmp)
-        (root / "mlruns").mkdir()
+        root = Path(args.store or tmp).resolve()
+        (root / "mlruns").mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{root}/mlruns/mlflow.db"
         ids = train_runs(uri, args.epochs)
         print_numbers(uri, ids, image)
         (root / "three-over-eight.png").write_bytes(image)
-        with chromium(root / "profile", {"width": 1400, "height": 1000}) as page:
-            with dashboard(uri, root / "streamlit.log") as (process, url, _):
+        with chromium(Path(tmp) / "profile", {"width": 1400, "height": 1000}) as page:
+            with dashboard(uri, Path(tmp) / "streamlit.log") as (process, url, _):
                 wait_health(url, process)
                 page.goto(url, wait_until="domcontentloaded")
                 page.get_by_text(f"{len(RUNS)} of {len(RUNS)} runs").wait_for(timeout=120_000)
@@ -133,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 page.set_viewport_size({"width": 1400, "height": 1500})
                 page.wait_for_timeout(2000)  # let plotly finish drawing
                 save_small(page, out / "predict.png")
-                page.locator('[data-testid="stSidebarCollapsedControl"] button').first.click(force=True)
+                page.locator('[data-testid="stExpandSidebarButton"]').first.click(force=True)
                 page.locator('[data-testid="stSidebarNav"] a', has_text="Runs").click()
                 page.get_by_text(f"Selected {len(RUNS)} run(s)").wait_for(timeout=60_000)
                 collapse_sidebar(page)
