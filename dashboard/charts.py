@@ -364,7 +364,7 @@ def compare_class_distribution(results: Mapping[str, ClassificationResult], inde
     fig.update_layout(boxmode="group", boxgap=0.15, boxgroupgap=0.05)
     fig.update_xaxes(title="class", type="category", categoryorder="array", categoryarray=names)
     fig.update_yaxes(title="probability", range=[-0.02, 1.02])
-    return _layout(fig, "Sampled class probabilities per model (box: spread over samples; dashed: mean ± std)", 400)
+    return _layout(fig, "Sampled class probabilities (box: the S samples; dashed: mean ± std)", 400)
 
 
 def compare_uncertainty(rows: pd.DataFrame, num_classes: int) -> go.Figure:
@@ -398,9 +398,9 @@ def compare_uncertainty(rows: pd.DataFrame, num_classes: int) -> go.Figure:
             )
         )
     fig.update_layout(barmode="stack")
-    fig.update_xaxes(title="nats", range=[0, math.log(max(num_classes, 2)) * 1.05])
+    fig.update_xaxes(range=[0, math.log(max(num_classes, 2)) * 1.05])
     fig.update_yaxes(automargin=True)
-    return _layout(fig, "Predictive entropy = aleatoric + epistemic", height=160 + 45 * len(models))
+    return _layout(fig, "Predictive entropy (nats) = aleatoric + epistemic", height=180 + 45 * len(models))
 
 
 def compare_regression(rows: pd.DataFrame, target: str) -> go.Figure:

@@ -5,10 +5,10 @@
    and architecture; ``--epochs`` shortens them for a try-out).
 2. Starts ``streamlit run dashboard`` on 127.0.0.1 and a free port and opens it in headless Chromium
    (Playwright, ``/usr/bin/chromium``).
-3. ``runs.png``: the Runs page with the three runs ticked.
-4. ``predict.png``: the Predict page comparing the three on an ambiguous upload, a test-set 3
-   drawn over a test-set 8 (:func:`ambiguous_digit`): the deterministic network answers with one
-   number and no epistemic part, the BBB and MC-dropout networks spread their answers.
+3. ``runs.png``: the Runs page with the three runs ticked (they go on to Predict).
+4. ``predict.png``: the Predict page comparing the three on an out-of-distribution upload, an
+   image of uniform noise (:func:`noise_image`): the deterministic network answers with one number
+   and no epistemic part; the BBB and MC-dropout networks spread their answers over the samples.
 
 The sidebar (which shows the store's temporary path) is collapsed before each screenshot. The
 PNGs are quantised to 256 colours to keep them small. The script prints each model's numbers
@@ -35,17 +35,13 @@ from benchmarks.first_screen import chromium, dashboard, wait_health  # noqa: E4
 RUNS = [("mc_dropout", "digits-mc-dropout"), ("deterministic", "digits-deterministic"), ("bayes", "digits-bbb")]
 
 
-def ambiguous_digit(a: int = 3, b: int = 8) -> bytes:
-    """Test-set digits ``a`` and ``b`` of scikit-learn's digits drawn over each other, 64x64, dark on light (PNG)."""
+def noise_image(size: int = 64, seed: int = 0) -> bytes:
+    """An out-of-distribution upload: ``size`` x ``size`` uniform gray noise (seeded), as a PNG."""
     from PIL import Image
-    from sklearn.datasets import load_digits
 
-    data = load_digits()
-    first = data.images[int(np.flatnonzero(data.target == a)[-1])]  # the last of each class: in the test split
-    second = data.images[int(np.flatnonzero(data.target == b)[-1])]
-    mixed = np.maximum(first, second) / 16.0
     buffer = io.BytesIO()
-    Image.fromarray((255 - np.kron(mixed, np.ones((8, 8))) * 255).astype(np.uint8)).save(buffer, "PNG")
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -100,7 +96,8 @@ def save_small(page, path: Path) -> None:
 
 def collapse_sidebar(page) -> None:
     """Hide the sidebar (it shows the store's temporary path)."""
-    page.locator('[data-testid="stSidebarCollapseButton"] button').first.click(force=True)
+    page.locator('[data-testid="stSidebar"]').hover()  # the button shows while the pointer is on the sidebar
+    page.locator('[data-testid="stSidebarCollapseButton"] button').first.click()
     page.locator('[data-testid="stSidebar"][data-collapsed="true"]').wait_for(state="attached", timeout=10_000)
     page.wait_for_timeout(800)
 
@@ -114,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    image = ambiguous_digit()
+    image = noise_image()
     with tempfile.TemporaryDirectory(prefix="screenshots-") as tmp:
         root = Path(args.store or tmp).resolve()
         (root / "mlruns").mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{root}/mlruns/mlflow.db"
         ids = train_runs(uri, args.epochs)
         print_numbers(uri, ids, image)
-        (root / "three-over-eight.png").write_bytes(image)
+        (root / "noise.png").write_bytes(image)
         with chromium(Path(tmp) / "profile", {"width": 1400, "height": 1000}) as page:
             with dashboard(uri, Path(tmp) / "streamlit.log") as (process, url, _):
                 wait_health(url, process)
@@ -131,23 +128,21 @@ def main(argv: list[str] | None = None) -> int:
                 for row in range(len(RUNS)):  # tick each row's checkbox cell (the grid is a canvas)
                     page.mouse.click(grid["x"] + 16, grid["y"] + 35 * (row + 1) + 17)
                     page.get_by_text(f"Selected {row + 1} run(s)").wait_for(timeout=30_000)
-                page.locator('[data-testid="stSidebarNav"] a', has_text="Predict").click()
-                page.get_by_role("heading", name="Predict").wait_for(timeout=60_000)
-                page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
-                    str(root / "three-over-eight.png")
-                )
-                page.locator('[data-testid="stPlotlyChart"]').nth(1).wait_for(timeout=120_000)
-                collapse_sidebar(page)
-                page.set_viewport_size({"width": 1400, "height": 1500})
-                page.wait_for_timeout(2000)  # let plotly finish drawing
-                save_small(page, out / "predict.png")
-                page.locator('[data-testid="stExpandSidebarButton"]').first.click(force=True)
-                page.locator('[data-testid="stSidebarNav"] a', has_text="Runs").click()
-                page.get_by_text(f"Selected {len(RUNS)} run(s)").wait_for(timeout=60_000)
                 collapse_sidebar(page)
                 page.set_viewport_size({"width": 1400, "height": 700})
                 page.wait_for_timeout(1000)
                 save_small(page, out / "runs.png")
+                page.locator('[data-testid="stExpandSidebarButton"]').first.click(force=True)
+                page.locator('[data-testid="stSidebarNav"] a', has_text="Predict").click()
+                page.get_by_role("heading", name="Predict").wait_for(timeout=60_000)
+                page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+                    str(root / "noise.png")
+                )
+                page.locator('[data-testid="stPlotlyChart"]').nth(1).wait_for(timeout=120_000)
+                collapse_sidebar(page)
+                page.set_viewport_size({"width": 1400, "height": 1750})
+                page.wait_for_timeout(2000)  # let plotly finish drawing
+                save_small(page, out / "predict.png")
     return 0
 
 
