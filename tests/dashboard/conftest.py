@@ -218,7 +218,8 @@ def three_kinds(tmp_path_factory) -> dict:
     """One store with tiny real runs: a toy regression run, then digits runs of each layer type.
 
     The digits runs (1 epoch, hidden [16]) are a Bayes-by-Backprop, a deterministic and an
-    MC-dropout network; the BBB run is registered as ``digits-bnn`` with the alias ``champion``.
+    MC-dropout network; the BBB run is registered as ``digits-bnn`` and the toy run as ``toy-bnn``,
+    each with the alias ``champion``.
     Returns ``{"uri", "toy", "bayes", "deterministic", "mc_dropout", "registered": (name, version)}``.
     """
     from bnn_testing import CONFIGS, new_store, train
@@ -242,4 +243,5 @@ def three_kinds(tmp_path_factory) -> dict:
         )
         out[layer_type] = cli.trainer.logger.run_id
     out["registered"] = ("digits-bnn", register(uri, out["bayes"], "digits-bnn", "champion"))
+    register(uri, out["toy"], "toy-bnn", "champion")
     return out

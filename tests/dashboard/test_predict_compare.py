@@ -125,8 +125,8 @@ def test_comparison_charts(models):
 
 def test_registered_models_name_their_runs(three_kinds):
     registry = runs.registered_models(three_kinds["uri"])
-    assert list(registry["label"]) == ["digits-bnn@champion", "digits-bnn v1"]
-    assert set(registry["run_id"]) == {three_kinds["bayes"]}
+    assert list(registry["label"]) == ["digits-bnn@champion", "toy-bnn@champion", "digits-bnn v1", "toy-bnn v1"]
+    assert list(registry["run_id"]) == [three_kinds[k] for k in ("bayes", "toy", "bayes", "toy")]
     client = MlflowClient(three_kinds["uri"])
     assert client.get_model_version_by_alias("digits-bnn", "champion").run_id == three_kinds["bayes"]
 
@@ -188,7 +188,7 @@ def test_predict_page_picks_a_registered_model_by_alias(monkeypatch, three_kinds
     at.radio(key="predict_source").set_value("Registered models").run()
     no_exceptions(at)
     picker = at.multiselect(key="predict_registered")
-    assert picker.value == ["digits-bnn@champion"] and list(picker.options) == ["digits-bnn@champion", "digits-bnn v1"]
+    assert picker.value == ["digits-bnn@champion"] and "digits-bnn v1" in picker.options
     at.file_uploader(key="image_upload").set_value([("digit.png", digit_png(0), "image/png")])
     at.run()
     no_exceptions(at)
@@ -205,3 +205,32 @@ def test_predict_page_picks_a_registered_model_by_alias(monkeypatch, three_kinds
     other.radio(key="predict_source").set_value("Registered models").run()
     no_exceptions(other)
     assert any("No registered models" in i and "lightning_bnn register" in i for i in texts(other.info))
+
+
+def test_predict_page_compares_regression_models(monkeypatch, three_kinds):
+    """Two registered names of the toy run: the regression comparison shows both, with the same numbers."""
+    at = app(monkeypatch, three_kinds["uri"], [three_kinds["toy"]])
+    open_page(at, "predict")
+    at.radio(key="predict_source").set_value("Registered models").run()
+    at.multiselect(key="predict_registered").set_value(["toy-bnn@champion", "toy-bnn v1"]).run()
+    no_exceptions(at)
+    titles = [f["layout"]["title"]["text"] for f in page_charts(at)]
+    assert titles == ["Predictive distribution per model"]  # the form's row compared; the fan chart is for one model
+    at.radio(key="tabular_source").set_value("Upload CSV").run()
+    at.file_uploader(key="csv_upload").upload("rows.csv", b"x,y\n0.1,0.0\n0.4,0.5\n", "text/csv")
+    at.run()
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert list(zip(table["input_index"], table["model"])) == [
+        (0, "toy-bnn@champion"), (0, "toy-bnn v1"), (1, "toy-bnn@champion"), (1, "toy-bnn v1")
+    ]  # fmt: skip
+    assert set(table["run_id"]) == {three_kinds["toy"]} and list(table["y"]) == [0.0, 0.0, 0.5, 0.5]
+    module = load_model(three_kinds["toy"], tracking_uri=three_kinds["uri"])
+    expected = predictions.regress(module, module.preprocessing.transform(pd.DataFrame({"x": [0.1, 0.4]})), 100)
+    np.testing.assert_allclose(table["y_mean"], np.repeat(expected.mean[:, 0], 2), rtol=1e-5)
+    means = [m.value for m in at.metric if m.label == "Mean y"]
+    assert means == [f"{expected.mean[0, 0]:.4g}"] * 2
+    figure = page_charts(at)[-1]
+    assert len(figure["data"]) == 3 and figure["data"][0]["y"] == ["toy-bnn v1", "toy-bnn@champion"]
+    at.selectbox(key="regression_row").set_value(1).run()
+    assert [m.value for m in at.metric if m.label == "Mean y"] == [f"{expected.mean[1, 0]:.4g}"] * 2
