@@ -3,9 +3,10 @@
 ``--quick`` (about a minute on 2 CPU cores): training-step and predictive-sampling rows
 with few rounds (``--only-train --train-samples 1``: the S=1 training-step rows alone). The
 full run measures longer and adds the regime comparison of the prediction estimators, one
-Fashion-MNIST epoch, the dashboard's load-and-predict path and the quality check (3 epochs,
+Fashion-MNIST epoch, the dashboard's load-and-predict path, the quality check (3 epochs,
 BBB vs deterministic: accuracy, NLL, ECE over 10 seeds at a constant learning rate, and over
-5 seeds with ``model.lr_schedule=cosine``).
+5 seeds with ``model.lr_schedule=cosine``) and the dashboard's first screen (``streamlit run``
+to the rendered Runs table in headless Chromium: :mod:`benchmarks.first_screen`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--skip-fashion", action="store_true", help="full run without the Fashion-MNIST and dashboard parts"
+    )
+    parser.add_argument(
+        "--skip-first-screen",
+        action="store_true",
+        help="full run without the dashboard's first-screen rows (which need Chromium and Playwright)",
     )
     parser.add_argument(
         "--only-train",
@@ -105,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
             rows += fashion.dashboard_path(device, repeats=5, log=log)
         else:
             log("Fashion-MNIST IDX files not installed: skipping the epoch, dashboard and quality benchmarks")
+    if not args.quick and not args.only_train and not args.skip_first_screen:
+        from benchmarks import first_screen
+
+        reason = first_screen.available()
+        if reason:
+            log(f"skipping the dashboard's first-screen rows: {reason}")
+        else:
+            rows += first_screen.rows(runs=3, repeats=3, log=log)
     machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     machine["wall_s"] = round(time.perf_counter() - started, 1)
     print(harness.markdown_table(rows))

@@ -7,6 +7,7 @@ contract the tests check (documented per function).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,10 @@ TEMPLATE = "plotly_white"
 BNN_COLOUR = "#1f77b4"
 POINT_COLOUR = "#d62728"
 DATA_COLOUR = "#444444"
+ALEATORIC_COLOUR = "#9467bd"
+EPISTEMIC_COLOUR = "#ff7f0e"
+#: one colour per compared model, in the order they were chosen
+MODEL_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 
 
 def _layout(fig: go.Figure, title: str, height: int = 380) -> go.Figure:
@@ -316,7 +321,7 @@ def uncertainty_split(result: ClassificationResult, index: int) -> go.Figure:
             x=[result.expected_entropy[index], result.point_entropy[index]],
             orientation="h",
             name="aleatoric (expected entropy)",
-            marker_color="#9467bd",
+            marker_color=ALEATORIC_COLOUR,
         )
     )
     fig.add_trace(
@@ -325,12 +330,130 @@ def uncertainty_split(result: ClassificationResult, index: int) -> go.Figure:
             x=[result.mutual_information[index], 0.0],
             orientation="h",
             name="epistemic (mutual information)",
-            marker_color="#ff7f0e",
+            marker_color=EPISTEMIC_COLOUR,
         )
     )
     fig.update_layout(barmode="stack")
     fig.update_xaxes(range=[0, math.log(max(len(result.class_names), 2)) * 1.05])
     return _layout(fig, "Uncertainty (nats): predictive entropy = aleatoric + epistemic", height=260)
+
+
+def compare_class_distribution(results: Mapping[str, ClassificationResult], index: int) -> go.Figure:
+    """Several models' sampled class probabilities of input ``index``, grouped by class.
+
+    Traces: one box trace per model (in the order given) of its S sampled probabilities per class,
+    with the mean and the standard deviation across samples drawn on each box. A deterministic
+    network's box is a flat line: every sample gives the same answer.
+    """
+    fig = go.Figure()
+    names = next(iter(results.values())).class_names
+    for i, (label, result) in enumerate(results.items()):
+        probs = result.probs[:, index, :]  # [S, C]
+        colour = MODEL_COLOURS[i % len(MODEL_COLOURS)]
+        fig.add_trace(
+            go.Box(
+                x=np.tile(np.asarray(result.class_names, dtype=object), probs.shape[0]),
+                y=probs.reshape(-1),
+                name=f"{label} (S={probs.shape[0]})",
+                boxmean="sd",
+                boxpoints=False,
+                marker={"color": colour},
+                line={"color": colour, "width": 1.5},
+            )
+        )
+    fig.update_layout(boxmode="group", boxgap=0.15, boxgroupgap=0.05)
+    fig.update_xaxes(title="class", type="category", categoryorder="array", categoryarray=names)
+    fig.update_yaxes(title="probability", range=[-0.02, 1.02])
+    return _layout(fig, "Sampled class probabilities (box: the S samples; dashed: mean ± std)", 400)
+
+
+def compare_uncertainty(rows: pd.DataFrame, num_classes: int) -> go.Figure:
+    """Predictive entropy of one input split into aleatoric and epistemic parts, one bar per model.
+
+    Args:
+        rows: that input's rows of :func:`dashboard.predictions.compare_classification` (one per model).
+        num_classes: C, for the axis' end log(C) (the largest possible entropy).
+
+    Traces (2, stacked): aleatoric (expected entropy) and epistemic (mutual information), with each
+    bar's value written on it; the first model is drawn on top.
+    """
+    models = list(rows["model"])[::-1]
+    parts = (
+        ("aleatoric_expected_entropy", "aleatoric (expected entropy)", ALEATORIC_COLOUR),
+        ("epistemic_mutual_information", "epistemic (mutual information)", EPISTEMIC_COLOUR),
+    )
+    fig = go.Figure()
+    for column, name, colour in parts:
+        values = [float(v) for v in rows[column]][::-1]
+        fig.add_trace(
+            go.Bar(
+                y=models,
+                x=values,
+                orientation="h",
+                name=name,
+                marker_color=colour,
+                text=[f"{v:.3f}" for v in values],
+                textposition="inside",
+                insidetextanchor="middle",
+            )
+        )
+    fig.update_layout(barmode="stack")
+    fig.update_xaxes(range=[0, math.log(max(num_classes, 2)) * 1.05])
+    fig.update_yaxes(automargin=True)
+    return _layout(fig, "Predictive entropy (nats) = aleatoric + epistemic", height=180 + 45 * len(models))
+
+
+def compare_regression(rows: pd.DataFrame, target: str) -> go.Figure:
+    """Several models' predictive distributions of one input row, one line per model.
+
+    Args:
+        rows: that row's rows of :func:`dashboard.predictions.compare_regression` (one per model).
+        target: the target's name (columns ``{target}_mean``, ``_lower95``, ``_upper95``,
+            ``_epistemic_std``, ``_point_estimate``; ``{target}`` itself when the upload held it).
+
+    Traces (3): the predictive mean with its 95% interval, the mean -+ 1.96 epistemic std (the
+    weights' part alone), the point estimate. The observed target, when given, is a vertical line.
+    """
+    models = list(rows["model"])[::-1]
+    mean = rows[f"{target}_mean"].to_numpy(float)[::-1]
+    lower, upper = rows[f"{target}_lower95"].to_numpy(float)[::-1], rows[f"{target}_upper95"].to_numpy(float)[::-1]
+    epistemic = 1.959963984540054 * rows[f"{target}_epistemic_std"].to_numpy(float)[::-1]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=mean,
+            y=models,
+            mode="markers",
+            name="mean, 95% predictive interval",
+            marker={"color": BNN_COLOUR, "size": 10},
+            error_x={"type": "data", "symmetric": False, "array": upper - mean, "arrayminus": mean - lower},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=mean,
+            y=models,
+            mode="markers",
+            name="95% epistemic (weights only)",
+            marker={"color": EPISTEMIC_COLOUR, "size": 1},
+            error_x={"type": "data", "array": epistemic, "thickness": 6, "width": 0, "color": EPISTEMIC_COLOUR},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=rows[f"{target}_point_estimate"].to_numpy(float)[::-1],
+            y=models,
+            mode="markers",
+            name="point estimate",
+            marker={"symbol": "x", "size": 12, "color": POINT_COLOUR},
+        )
+    )
+    observed = rows[target].iloc[0] if target in rows else None
+    if observed is not None and np.isfinite(observed):
+        fig.add_vline(x=float(observed), line_dash="dash", line_color=DATA_COLOUR, annotation_text=f"observed {target}")
+    fig.update_xaxes(title=target)
+    fig.update_yaxes(automargin=True)
+    return _layout(fig, "Predictive distribution per model", height=200 + 50 * len(models))
 
 
 def regression_distribution(result: RegressionResult, index: int, target: int = 0) -> go.Figure:

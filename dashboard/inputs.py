@@ -195,6 +195,26 @@ def images_to_model_inputs(
     return items, errors
 
 
+def images_for_models(
+    uploads: list[tuple[str, bytes]], preprocessings: dict[str, Preprocessing]
+) -> tuple[list[ProcessedImage], list[str], dict[str, np.ndarray]]:
+    """Convert uploads for several models, each through its own preprocessing.
+
+    Returns:
+        (the first model's :class:`ProcessedImage` of each usable upload, the messages of the
+        unusable ones, model label -> inputs ``[N, C, H, W]``; empty when no upload was usable).
+    """
+    (_, first), *_ = preprocessings.items()
+    items, errors = images_to_model_inputs(uploads, first)
+    if not items:
+        return items, errors, {}
+    arrays = {
+        label: np.stack([i.array for i in (items if pre == first else images_to_model_inputs(uploads, pre)[0])])
+        for label, pre in preprocessings.items()
+    }
+    return items, errors, arrays
+
+
 def pixels_from_model_input(array: np.ndarray, preprocessing: Preprocessing | dict) -> np.ndarray:
     """Inverse of the scaling: model input ``[C, H, W]`` -> uint8 preview ``[H, W]``."""
     return Preprocessing.from_dict(preprocessing).to_pixels(array)

@@ -21,6 +21,7 @@ generator are arguments of each call, so sessions never change a model that othe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,10 @@ class ExamplesUnavailable(LookupError):
     """The run's test examples cannot be rebuilt safely."""
 
 
+class ComparisonError(ValueError):
+    """The chosen models cannot answer the same inputs."""
+
+
 def describe_network(hparams) -> str:
     """One line naming the model's network: ``bayes mlp [128, 128]``, or a user network's class and Bayesian layers."""
     network = getattr(hparams, "network", None)
@@ -49,6 +54,12 @@ def describe_network(hparams) -> str:
     layers = getattr(hparams, "bayesian_layers", None)
     which = "deterministic" if hparams.layer_type != "bayes" else f"Bayesian layers {layers or 'all'}"
     return f"{network['class_path']} ({which})"
+
+
+def describe_model(module) -> str:
+    """``classification model · bayes mlp [32] · input [1, 8, 8]``."""
+    hp = module.hparams
+    return f"{hp.task} model · {describe_network(hp)} · input {list(hp.input_shape)}"
 
 
 def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -342,3 +353,99 @@ def wants_fan_chart(module) -> bool:
     return module.likelihood.summary_type is RegressionSummary and len(module.hparams.input_shape) == 1 == int(
         module.hparams.input_shape[0]
     )
+
+
+# -- several models, the same inputs ----------------------------------------------------------------------
+def check_comparable(models: Mapping[str, object]) -> None:
+    """Check that several loaded models can answer the same inputs, side by side.
+
+    They must take the same kind of input (images or table rows) of the same shape (and, for
+    tables, the same feature columns), and give the same kind of answer (class probabilities or a
+    predictive distribution) over the same classes or targets.
+
+    Args:
+        models: label -> loaded BNNModule.
+
+    Raises:
+        ComparisonError: naming the first model that differs from the first one, and how.
+    """
+    (first_label, first), *others = models.items()
+    for label, module in others:
+        a, b = first.preprocessing, module.preprocessing
+        pair = f"'{first_label}' and '{label}'"
+        if a.kind != b.kind:
+            raise ComparisonError(
+                f"{pair} take different inputs ({a.kind} and {b.kind}): compare models of one kind of input"
+            )
+        if tuple(first.hparams.input_shape) != tuple(module.hparams.input_shape):
+            raise ComparisonError(
+                f"{pair} take inputs of different shapes ({list(first.hparams.input_shape)} and "
+                f"{list(module.hparams.input_shape)}): compare models trained on the same data"
+            )
+        if tuple(getattr(a, "feature_names", ())) != tuple(getattr(b, "feature_names", ())):
+            raise ComparisonError(
+                f"{pair} take different feature columns ({list(a.feature_names)} and {list(b.feature_names)})"
+            )
+        if first.likelihood.summary_type is not module.likelihood.summary_type:
+            raise ComparisonError(
+                f"{pair} give different kinds of answer ({first.hparams.task} and {module.hparams.task})"
+            )
+        if first.output_names() != module.output_names():
+            raise ComparisonError(f"{pair} have different outputs ({first.output_names()} and {module.output_names()})")
+
+
+def examples_for_models(models: Mapping[str, object], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Image inputs ``[N, C, H, W]`` in the first model's space -> each model's inputs.
+
+    A model with the first one's preprocessing takes ``x`` as it is; another one (e.g. another
+    pixel ``scale``) takes the same pixels through its own preprocessing.
+    """
+    (_, first), *_ = models.items()
+    pre = first.preprocessing
+    pixels = np.stack([pre.to_pixels(row) for row in x]) if len(x) else None
+    return {
+        label: x if module.preprocessing == pre else module.preprocessing.pixels_to_array(pixels)
+        for label, module in models.items()
+    }
+
+
+def predict_all(
+    models: Mapping[str, object], inputs: Mapping[str, np.ndarray | torch.Tensor], num_samples: int, seed: int = 0
+) -> dict:
+    """:func:`predict` of each model on its own model-space inputs (same seed for each): label -> result."""
+    return {label: predict(module, inputs[label], num_samples, seed) for label, module in models.items()}
+
+
+def _stack(tables: Mapping[str, pd.DataFrame], run_ids: Mapping[str, str] | None) -> pd.DataFrame:
+    """Per-model tables (one row per input) -> one row per input and model, input by input, models in order."""
+    frames = []
+    for order, (label, table) in enumerate(tables.items()):
+        table = table.copy()
+        table.insert(0, "input_index", range(len(table)))
+        table.insert(1, "model", label)
+        if run_ids is not None:
+            table.insert(2, "run_id", run_ids.get(label))
+        table["_order"] = order
+        frames.append(table)
+    out = pd.concat(frames, ignore_index=True).sort_values(["input_index", "_order"], kind="stable")
+    return out.drop(columns="_order").reset_index(drop=True)
+
+
+def compare_classification(
+    results: Mapping[str, ClassificationResult], input_names: list[str], run_ids: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """The tidy table of a comparison: one row per input and model, input by input.
+
+    Columns: ``input_index``, ``model``, ``run_id`` (when given), then those of
+    :func:`classification_table` (``input``, the predicted class, its mean probability and std
+    across samples, the predictive entropy and its aleatoric and epistemic parts, the point
+    estimate, the mean class probabilities).
+    """
+    return _stack({label: classification_table(r, input_names) for label, r in results.items()}, run_ids)
+
+
+def compare_regression(
+    results: Mapping[str, RegressionResult], inputs: pd.DataFrame, run_ids: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """One row per input row and model: ``input_index``, ``model``, ``run_id``, then :func:`regression_table`'s."""
+    return _stack({label: regression_table(r, inputs) for label, r in results.items()}, run_ids)

@@ -54,6 +54,8 @@ PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "lightning_bnn.optuna_study"
 STORAGE_TAG = "lightning_bnn.optuna_storage"
 SWEEP_COLUMNS = ["run_id", "run_name", "experiment", "swept_fields", "study", "storage", "metric", "start_time"]
+#: columns of :func:`registered_models`
+REGISTRY_COLUMNS = ["label", "name", "version", "alias", "run_id"]
 #: largest artifact (bytes) the dashboard parses
 MAX_ARTIFACT_BYTES = 50 * 1024 * 1024
 RUN_COLUMNS = [
@@ -87,8 +89,8 @@ class RunLoadError(RuntimeError):
 
 
 def resolve_uri(uri: str | None) -> str:
-    """Resolved tracking URI (see :func:`lightning_bnn.tracking.store.resolve_tracking_uri`), as a StoreError if bad."""
-    from lightning_bnn.tracking.store import resolve_tracking_uri
+    """Resolved tracking URI (see :func:`lightning_bnn.tracking.uri.resolve_tracking_uri`), as a StoreError if bad."""
+    from lightning_bnn.tracking.uri import resolve_tracking_uri
 
     try:
         return resolve_tracking_uri((uri or "").strip() or None)
@@ -411,6 +413,37 @@ def load_run_model(uri: str, run_id: str):
         return load_model(run_id, tracking_uri=uri)
     except ModelLoadError as err:
         raise RunLoadError(f"cannot load the model of run {run_id}: {err}") from None
+
+
+def model_labels(table: pd.DataFrame, run_ids: list[str]) -> dict[str, str]:
+    """Short, distinct labels of runs for charts and tables: ``run name (first 6 of the id)``."""
+    names = dict(zip(table["run_id"], table["run_name"]))
+    return {run_id: f"{names.get(run_id, 'run')} ({run_id[:6]})" for run_id in run_ids}
+
+
+def registered_models(uri: str, max_results: int = 1000) -> pd.DataFrame:
+    """The store's registered model versions as choices, each with the run that logged it.
+
+    One row per alias (label ``NAME@alias``), then one per version, newest first (``NAME vN``).
+    Versions that name no run (registered from a path outside any run) are left out: the dashboard
+    loads a model from its run. Columns: :data:`REGISTRY_COLUMNS`.
+    """
+
+    def read() -> pd.DataFrame:
+        c = client(uri)
+        versions = {(v.name, str(v.version)): v.run_id for v in c.search_model_versions(max_results=max_results)}
+        aliased, numbered = [], []
+        for model in sorted(c.search_registered_models(max_results=max_results), key=lambda m: m.name):
+            for alias, version in sorted((model.aliases or {}).items()):
+                run_id = versions.get((model.name, str(version)))
+                aliased.append([f"{model.name}@{alias}", model.name, str(version), alias, run_id])
+            for (name, version), run_id in sorted(versions.items(), key=lambda kv: -int(kv[0][1])):
+                if name == model.name:
+                    numbered.append([f"{name} v{version}", name, version, None, run_id])
+        frame = pd.DataFrame(aliased + numbered, columns=REGISTRY_COLUMNS)
+        return frame[frame["run_id"].notna() & (frame["run_id"] != "")].reset_index(drop=True)
+
+    return _wrap(uri, read)
 
 
 def list_sweeps(uri: str) -> pd.DataFrame:

@@ -97,6 +97,107 @@ def show_result(result, names: list[str], frame: pd.DataFrame, run_id: str) -> N
         show_classification(result, names, run_id)
 
 
+def show_predictions(
+    results: dict,
+    names: list[str],
+    run_ids: dict[str, str],
+    frame: pd.DataFrame | None = None,
+    previews: list | None = None,
+    captions: list[str] | None = None,
+    warnings: list[tuple[str, ...]] | None = None,
+) -> None:
+    """One model's results in detail, or several models' side by side (the same inputs for each).
+
+    Args:
+        results: model label -> its :class:`~dashboard.predictions.ClassificationResult` or
+            :class:`~dashboard.predictions.RegressionResult` (all of one kind).
+        names: a name per input.
+        run_ids: model label -> run id.
+        frame: the table rows predicted (tabular inputs).
+        previews: per image input, its pixels as the model sees them.
+        captions: per image input, how it was processed.
+        warnings: per image input, why it may hold nothing to classify.
+    """
+    (label, result), *others = results.items()
+    if not others:
+        if isinstance(result, predictions.RegressionResult):
+            show_regression(result, frame, run_ids[label])
+        else:
+            show_classification(result, names, run_ids[label], previews, captions, warnings)
+    elif isinstance(result, predictions.RegressionResult):
+        compare_regression(results, frame, run_ids)
+    else:
+        compare_classification(results, names, run_ids, previews, captions, warnings)
+
+
+def _comparison_download(table: pd.DataFrame, key: str) -> None:
+    st.download_button(
+        "Download the comparison (CSV)",
+        predictions.to_csv_bytes(table),
+        file_name="comparison.csv",
+        mime="text/csv",
+        key=key,
+    )
+
+
+def compare_classification(
+    results: dict[str, predictions.ClassificationResult],
+    names: list[str],
+    run_ids: dict[str, str],
+    previews: list | None = None,
+    captions: list[str] | None = None,
+    warnings: list[tuple[str, ...]] | None = None,
+) -> None:
+    """Per input: each model's answer in its own column, the sampled class probabilities and the entropy split."""
+    table = predictions.compare_classification(results, names, run_ids)
+    _comparison_download(table, "download_comparison")
+    num_classes = len(next(iter(results.values())).class_names)
+    for i, name in enumerate(names):
+        rows = table[table["input_index"] == i]
+        with st.container(border=True):
+            st.markdown(f"**{name}**")
+            for message in warnings[i] if warnings else ():
+                st.warning(f"{name}: {message}")
+            columns = st.columns([1] + [2] * len(rows))
+            if previews is not None:
+                columns[0].image(inputs.upscale(previews[i]), caption=captions[i] if captions else None, clamp=True)
+            for column, row in zip(columns[1:], rows.itertuples(index=False)):
+                column.markdown(f"**{row.model}**")
+                column.metric("Predicted class", row.predicted_class)
+                column.markdown(f"p = **{row.probability:.3f}** ± {row.probability_std:.3f} across samples")
+                column.metric("Predictive entropy (nats)", f"{row.predictive_entropy:.3f}")
+                a, b = column.columns(2)
+                a.metric("Aleatoric", f"{row.aleatoric_expected_entropy:.3f}", help="expected entropy (nats)")
+                b.metric("Epistemic", f"{row.epistemic_mutual_information:.3f}", help="mutual information (nats)")
+            left, right = st.columns([3, 2])
+            left.plotly_chart(charts.compare_class_distribution(results, i), key=f"compare_dist_{i}")
+            right.plotly_chart(charts.compare_uncertainty(rows, num_classes), key=f"compare_split_{i}")
+    with st.expander("Comparison table"):
+        st.dataframe(table, hide_index=True, key="comparison_table")
+
+
+def compare_regression(
+    results: dict[str, predictions.RegressionResult], frame: pd.DataFrame, run_ids: dict[str, str]
+) -> None:
+    """The tidy table of every row and model, then one row's predictive distributions side by side."""
+    table = predictions.compare_regression(results, frame, run_ids)
+    _comparison_download(table, "download_comparison")
+    st.dataframe(table, hide_index=True, key="comparison_table")
+    row = st.selectbox("Row to inspect", list(range(len(frame))), key="regression_row") if len(frame) > 1 else 0
+    rows = table[table["input_index"] == row]
+    name = next(iter(results.values())).target_names[0]
+    for column, item in zip(st.columns(len(rows)), rows.to_dict("records")):
+        column.markdown(f"**{item['model']}**")
+        column.metric(f"Mean {name}", f"{item[f'{name}_mean']:.4g}")
+        column.metric(
+            "Std",
+            f"{item[f'{name}_std']:.4g}",
+            help=f"aleatoric {item[f'{name}_aleatoric_std']:.3g}, epistemic {item[f'{name}_epistemic_std']:.3g}",
+        )
+        column.metric("95% interval", f"[{item[f'{name}_lower95']:.4g}, {item[f'{name}_upper95']:.4g}]")
+    st.plotly_chart(charts.compare_regression(rows, name), key="compare_regression")
+
+
 def fan_chart(module, num_samples: int, train_sample: Callable[[], pd.DataFrame]) -> None:
     """Fan chart of sampled functions over an x range, with the training data when logged."""
     pre = module.preprocessing

@@ -113,3 +113,24 @@ def test_profile_prints_the_groups_of_each_step():
     total = next(line for line in lines if line.startswith("| total |"))
     assert all(float(cell) > 0 for cell in total.strip("|").split("|")[1:])
     assert "BBB local S=1: " in proc.stdout and "x the deterministic step (profiled)" in proc.stdout
+
+
+def test_first_screen_benchmark_refuses_bad_counts():
+    proc = run_module("benchmarks.first_screen", "--runs", "0")
+    assert proc.returncode == 2 and "--runs and --repeats must be >= 1" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed")
+def test_first_screen_benchmark_measures_a_cold_start(tmp_path):
+    """One real run, one cold start of `streamlit run dashboard` in headless Chromium: three figures that add up."""
+    import re
+
+    proc = run_module("benchmarks.first_screen", "--runs", "1", "--repeats", "1", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = {key: float(value) for key, value in re.findall(r"(\w+_to_\w+_s)\s+median\s+([\d.]+) s", proc.stdout)}
+    assert set(figures) == {"start_to_health_s", "health_to_table_s", "start_to_table_s"}
+    assert all(value > 0 for value in figures.values())
+    total = figures["start_to_health_s"] + figures["health_to_table_s"]
+    assert figures["start_to_table_s"] == pytest.approx(total, abs=0.02)

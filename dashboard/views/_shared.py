@@ -90,6 +90,11 @@ def study(storage: str, name: str):
     return runs.load_study(storage, name)
 
 
+@st.cache_data(ttl=10, show_spinner=False)
+def registered_models(uri: str) -> pd.DataFrame:
+    return runs.registered_models(uri)
+
+
 @st.cache_resource(max_entries=8, show_spinner="Loading the model...")
 def model(uri: str, run_id: str):
     return runs.load_run_model(uri, run_id)
@@ -146,12 +151,51 @@ def run_page(title: str, key: str) -> tuple[str, pd.DataFrame, str]:
     return tracking_uri(), table, pick_run(table, key=key)
 
 
-def pick_runs(table: pd.DataFrame, key: str, default_count: int = 3) -> list[str]:
+def pick_runs(table: pd.DataFrame, key: str, default_count: int = 3, max_selections: int | None = None) -> list[str]:
     """A multiselect of runs, defaulting to the selected runs (else the newest few); writes back the choice."""
     ids = list(table["run_id"])
-    default = [r for r in selected_runs() if r in ids] or ids[:default_count]
+    default = ([r for r in selected_runs() if r in ids] or ids[:default_count])[:max_selections]
 
     def sync() -> None:
         set_selected_runs(st.session_state[key])
 
-    return st.multiselect("Runs", ids, default=default, format_func=run_label(table), key=key, on_change=sync)
+    most = {"max_selections": max_selections}
+    return st.multiselect("Runs", ids, default, format_func=run_label(table), key=key, on_change=sync, **most)
+
+
+#: most models the Predict page compares at once
+MAX_MODELS = 4
+REGISTER_HINT = "python -m lightning_bnn register RUN_ID --name NAME --alias champion"
+
+
+def pick_models(table: pd.DataFrame, key: str) -> dict[str, str]:
+    """Runs, or registered models (``NAME@alias``, ``NAME vN``), to predict with: ``{label: run id}``."""
+    source = st.radio("Models from", ["Runs", "Registered models"], horizontal=True, key=f"{key}_source")
+    if source == "Runs":
+        ids = pick_runs(table, key=f"{key}_runs", default_count=1, max_selections=MAX_MODELS)
+        return {label: run_id for run_id, label in runs.model_labels(table, ids).items()}
+    try:
+        registry = registered_models(tracking_uri())
+    except runs.StoreError as err:
+        st.error(f"Model registry unavailable: {err}")
+        return {}
+    if registry.empty:
+        st.info(f"No registered models in this store yet. Register a run's model: `{REGISTER_HINT}`.")
+        return {}
+    labels = list(registry["label"])
+    picked = st.multiselect(
+        "Registered models", labels, default=labels[:1], key=f"{key}_registered", max_selections=MAX_MODELS
+    )
+    run_of = dict(zip(registry["label"], registry["run_id"]))
+    return {label: run_of[label] for label in picked}
+
+
+def load_models(uri: str, chosen: dict[str, str]) -> dict:
+    """The chosen runs' models (``{label: module}``); a run that cannot be used gives a message and is left out."""
+    models = {}
+    for label, run_id in chosen.items():
+        try:
+            models[label] = model(uri, run_id)
+        except (runs.RunLoadError, runs.StoreError) as err:
+            st.error(f"Cannot use this run ({label}): {err}")
+    return models

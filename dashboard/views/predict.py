@@ -1,6 +1,5 @@
-"""Predict: give a run inputs and see the sampled prediction distribution, next to a point estimate."""
+"""Predict: give one or several models the same inputs and see their sampled predictions side by side."""
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -8,14 +7,20 @@ from dashboard import inputs, predictions, runs, widgets
 from dashboard.views import _shared as shared
 from lightning_bnn.data.preprocessing import ImagePreprocessing, TabularPreprocessing
 
-uri, table, run_id = shared.run_page("Predict", key="predict_run")
-try:
-    module = shared.model(uri, run_id)
-except (runs.RunLoadError, runs.StoreError) as err:
-    st.error(f"Cannot use this run: {err}")
+st.title("Predict")
+uri, table = shared.tracking_uri(), shared.load_runs_or_stop()
+chosen = shared.pick_models(table, key="predict")
+models = shared.load_models(uri, chosen)
+if not models:
+    st.info("Choose one or more runs (or registered models) whose model to ask.")
     st.stop()
-
-hp, pre = module.hparams, module.preprocessing
+try:
+    predictions.check_comparable(models)
+except predictions.ComparisonError as err:
+    st.error(f"These models cannot answer the same inputs: {err}.")
+    st.stop()
+label, module = next(iter(models.items()))
+run_id, pre = chosen[label], module.preprocessing
 num_samples = st.slider(
     "Posterior samples S",
     predictions.MIN_SAMPLES,
@@ -24,13 +29,14 @@ num_samples = st.slider(
     key="num_samples",
     help="Each sample draws new weights from the posterior q(w); more samples give smoother distributions.",
 )
-st.caption(f"{hp.task} model · {predictions.describe_network(hp)} · input {list(hp.input_shape)}")
+for name, m in models.items():
+    st.caption(predictions.describe_model(m) if len(models) == 1 else f"**{name}**: {predictions.describe_model(m)}")
 
 
 def image_inputs() -> None:
-    """Uploaded images or test-set examples of an image classifier."""
+    """Uploaded images or test-set examples, given to each model through its own preprocessing."""
     source = st.radio("Inputs", ["Upload images", "Test-set examples"], horizontal=True, key="image_source")
-    names, arrays, previews, captions, warnings = [], [], [], [], []
+    names, arrays, previews, captions, warnings = [], {}, [], [], []
     if source == "Upload images":
         files = st.file_uploader(
             f"PNG or JPEG images, one {'digit' if pre.height == 8 else 'item'} each (up to {inputs.MAX_IMAGES})",
@@ -42,12 +48,12 @@ def image_inputs() -> None:
         files = list(files or [])
         if len(files) > inputs.MAX_IMAGES:
             st.warning(f"{len(files)} images uploaded; predicting the first {inputs.MAX_IMAGES}.")
-        items, errors = inputs.images_to_model_inputs([(f.name, f.getvalue()) for f in files[: inputs.MAX_IMAGES]], pre)
+        uploads = [(f.name, f.getvalue()) for f in files[: inputs.MAX_IMAGES]]
+        items, errors, arrays = inputs.images_for_models(uploads, {k: m.preprocessing for k, m in models.items()})
         for message in errors:
             st.error(message)
-        names, arrays = [i.name for i in items], [i.array for i in items]
-        previews, captions = [i.preview for i in items], [i.caption for i in items]
-        warnings = [i.warnings for i in items]
+        names, previews = [i.name for i in items], [i.preview for i in items]
+        captions, warnings = [i.caption for i in items], [i.warnings for i in items]
         if not files:
             st.info("Upload images to see the sampled class distribution.")
     else:
@@ -63,21 +69,19 @@ def image_inputs() -> None:
             [0, 1, 2][: len(x)],
             key="examples",
             format_func=lambda i: f"#{i} ({labels[i]})",
-        )
-        for i in picked[: inputs.MAX_IMAGES]:
-            names.append(f"test example #{i} ({labels[i]})")
-            arrays.append(x[i])
-            previews.append(pre.to_pixels(x[i]))
-            captions.append("as the model sees it")
+        )[: inputs.MAX_IMAGES]
+        names = [f"test example #{i} ({labels[i]})" for i in picked]
+        previews, captions = [pre.to_pixels(x[i]) for i in picked], ["as the model sees it"] * len(picked)
+        arrays = predictions.examples_for_models(models, x[picked]) if picked else {}
     if arrays:
-        result = predictions.classify(module, np.stack(arrays), num_samples)
-        widgets.show_classification(result, names, run_id, previews, captions, warnings)
+        results = predictions.predict_all(models, arrays, num_samples)
+        widgets.show_predictions(results, names, chosen, previews=previews, captions=captions, warnings=warnings)
 
 
 def tabular_inputs() -> None:
-    """Form values or an uploaded CSV for a tabular model (plus the fan chart for 1-D regression)."""
+    """Form values or an uploaded CSV for tabular models (plus the fan chart of one 1-D regression model)."""
     features = list(pre.feature_names)
-    if predictions.wants_fan_chart(module):
+    if len(models) == 1 and predictions.wants_fan_chart(module):
         widgets.fan_chart(module, num_samples, lambda: shared.train_sample(uri, run_id))
     source = st.radio("Inputs", ["Enter values", "Upload CSV"], horizontal=True, key="tabular_source")
     if source == "Enter values":
@@ -103,8 +107,9 @@ def tabular_inputs() -> None:
         except inputs.InputError as err:
             st.error(str(err))
             return
-    result = predictions.predict(module, pre.transform(frame[features]), num_samples)
-    widgets.show_result(result, predictions.row_names(frame, list(pre.target_names)), frame, run_id)
+    arrays = {k: m.preprocessing.transform(frame[features]) for k, m in models.items()}
+    results = predictions.predict_all(models, arrays, num_samples)
+    widgets.show_predictions(results, predictions.row_names(frame, list(pre.target_names)), chosen, frame=frame)
 
 
 show_inputs = {ImagePreprocessing: image_inputs, TabularPreprocessing: tabular_inputs}.get(type(pre))

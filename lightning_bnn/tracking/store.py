@@ -24,7 +24,6 @@ rank 0 writes to MLflow.
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import shutil
 import subprocess
@@ -40,9 +39,12 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lightning_bnn.tracking import artifacts
 from lightning_bnn.tracking.serialization import ModelLoadError, load_model_dir
+from lightning_bnn.tracking.uri import (  # noqa: F401 - re-exported: the store's location is decided in uri.py
+    DEFAULT_STORE_DIR,
+    DEFAULT_TRACKING_URI,
+    resolve_tracking_uri,
+)
 
-DEFAULT_STORE_DIR = "mlruns"
-DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE_DIR}/mlflow.db"
 MODEL_ARTIFACT_DIR = artifacts.MODEL_DIR
 CONFIG_ARTIFACT = artifacts.CONFIG
 #: key of the run information stored inside every Lightning checkpoint
@@ -50,27 +52,6 @@ CHECKPOINT_KEY = "lightning_bnn_mlflow"
 
 
 # -- store -----------------------------------------------------------------------------------------
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite store.
-
-    Relative SQLite paths are made absolute (against the current folder) and their
-    folder is created, so a run's location does not depend on where it is read from.
-    """
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri.startswith("file:") or "://" not in uri:
-        raise ValueError(
-            f"tracking URI {uri!r} is a plain file store, which current MLflow refuses; "
-            f"use a database such as {DEFAULT_TRACKING_URI} or an http(s):// server"
-        )
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///") :])
-        if not path.is_absolute():
-            path = Path.cwd() / path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{path}"
-    return uri
-
-
 def store_folder(tracking_uri: str) -> Path | None:
     """The folder holding a SQLite store's database file; None for servers and other databases."""
     if tracking_uri.startswith("sqlite:///"):

@@ -186,3 +186,62 @@ def resnet_run(tmp_path_factory) -> tuple[str, str]:
         '["blocks.2", "head"]',
     )
     return uri, cli.trainer.logger.run_id
+
+
+#: the layer types of :func:`three_kinds`, newest run first (the order of the Runs table)
+LAYER_TYPES = ("bayes", "deterministic", "mc_dropout")
+
+
+def register(uri: str, run_id: str, name: str, alias: str) -> str:
+    """Register a run's pyfunc model as ``name`` with ``alias``; returns the version.
+
+    The run's LoggedModel when it has one (``models:/<model id>``), else the run's ``pyfunc`` folder
+    (``runs:/<run id>/pyfunc``, models logged as plain artifacts): either way the version's ``run_id``
+    is the run.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+        source = f"models:/{logged[0].model_id}" if logged else f"runs:/{run_id}/pyfunc"
+        version = mlflow.register_model(source, name).version
+        MlflowClient(uri).set_registered_model_alias(name, alias, version)
+    finally:
+        mlflow.set_tracking_uri(None)
+    return str(version)
+
+
+@pytest.fixture(scope="session")
+def three_kinds(tmp_path_factory) -> dict:
+    """One store with tiny real runs: a toy regression run, then digits runs of each layer type.
+
+    The digits runs (1 epoch, hidden [16]) are a Bayes-by-Backprop, a deterministic and an
+    MC-dropout network; the BBB run is registered as ``digits-bnn`` and the toy run as ``toy-bnn``,
+    each with the alias ``champion``.
+    Returns ``{"uri", "toy", "bayes", "deterministic", "mc_dropout", "registered": (name, version)}``.
+    """
+    from bnn_testing import CONFIGS, new_store, train
+
+    uri = new_store(tmp_path_factory, "three_kinds")
+    out = {"uri": uri}
+    toy = train(CONFIGS / "toy_regression.yaml", uri, "--trainer.max_epochs", "2", "--model.hidden_sizes", "[8]")
+    out["toy"] = toy.trainer.logger.run_id
+    for layer_type in LAYER_TYPES[::-1]:
+        cli = train(
+            CONFIGS / "digits.yaml",
+            uri,
+            "--trainer.max_epochs",
+            "1",
+            "--model.hidden_sizes",
+            "[16]",
+            "--model.layer_type",
+            layer_type,
+            "--mlflow.run_name",
+            f"digits-{layer_type}",
+        )
+        out[layer_type] = cli.trainer.logger.run_id
+    out["registered"] = ("digits-bnn", register(uri, out["bayes"], "digits-bnn", "champion"))
+    register(uri, out["toy"], "toy-bnn", "champion")
+    return out

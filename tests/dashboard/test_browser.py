@@ -1,18 +1,20 @@
 """End to end in a real browser: `streamlit run dashboard` + Debian's Chromium driven by Playwright.
 
-Set ``UPDATE_SCREENSHOTS=1`` to also write the README's screenshots (docs/img/runs.png, docs/img/predict.png).
+The README's screenshots come from ``scripts/screenshots.py`` (fully trained runs, sidebar hidden).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from bnn_testing import CONFIGS, free_port, stop, train, wait_http
+from bnn_testing import free_port, stop, wait_http
 
 from dashboard import inputs, predictions
 from lightning_bnn import load_model
@@ -21,7 +23,6 @@ from tests.dashboard.test_pages import digit_png
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-SCREENSHOTS = REPO / "docs" / "img"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -39,23 +40,17 @@ pytestmark = [
 
 
 @pytest.fixture
-def browser_run(request, tmp_path_factory) -> tuple[str, str]:
-    """(tracking_uri, run_id) shown in the browser: the small shared digits run, or for the README's
-    screenshots (UPDATE_SCREENSHOTS=1) the shipped digits config trained in full (seconds)."""
-    if os.environ.get("UPDATE_SCREENSHOTS") != "1":
-        return request.getfixturevalue("digits_run")
-    root = tmp_path_factory.mktemp("readme_store")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    cli = train(CONFIGS / "digits.yaml", uri)
-    return uri, cli.trainer.logger.run_id
+def browser_run(digits_run) -> tuple[str, str]:
+    """(tracking_uri, run_id) shown in the browser: the small shared digits run."""
+    return digits_run
 
 
-@pytest.fixture
-def dashboard_server(browser_run, tmp_path):
-    """`streamlit run dashboard` on 127.0.0.1 and a free port, reading the browser run's store."""
+@contextlib.contextmanager
+def serve(uri: str, log_path: Path) -> Iterator[str]:
+    """`streamlit run dashboard` on 127.0.0.1 and a free port, reading the store ``uri``; yields its URL."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": browser_run[0], "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed below
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
     command = [sys.executable, "-m", "streamlit", "run", "dashboard", "--server.address", "127.0.0.1",
                "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
                "--browser.gatherUsageStats", "false"]  # fmt: skip
@@ -65,13 +60,37 @@ def dashboard_server(browser_run, tmp_path):
         try:
             wait_http(f"{url}/_stcore/health", timeout=60, proc=process)
         except (RuntimeError, TimeoutError) as err:
-            raise RuntimeError(
-                f"streamlit did not start: {err}\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}"
-            ) from err
+            raise RuntimeError(f"streamlit did not start: {err}\n{log_path.read_text()[-3000:]}") from err
         yield url
     finally:
         stop(process, timeout=15)  # stop the server by its PID
         log.close()
+
+
+@pytest.fixture
+def dashboard_server(browser_run, tmp_path):
+    """`streamlit run dashboard` reading the browser run's store."""
+    with serve(browser_run[0], tmp_path / "streamlit.log") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def chromium_page(profile: Path, viewport: dict | None = None):
+    """A page of headless Chromium (a fresh profile in ``profile``)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport=viewport or {"width": 1400, "height": 1000},
+        )
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
 
 
 def metric_value(page, label: str) -> str:
@@ -80,9 +99,6 @@ def metric_value(page, label: str) -> str:
 
 
 def test_predict_a_digit_in_the_browser(dashboard_server, browser_run, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    update = os.environ.get("UPDATE_SCREENSHOTS") == "1"
     ARTIFACTS.mkdir(exist_ok=True)
     image = tmp_path / "digit.png"
     image.write_bytes(digit_png(0))
@@ -91,48 +107,64 @@ def test_predict_a_digit_in_the_browser(dashboard_server, browser_run, tmp_path)
     processed = inputs.image_to_model_input("digit.png", image.read_bytes(), module.preprocessing)
     expected = predictions.classify(module, processed.array[None], 100)
 
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000},
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.goto(dashboard_server, wait_until="domcontentloaded")
-            page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
-            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
-            page.get_by_text("1 of 1 runs").wait_for(timeout=30_000)
-            # tick the run's row (the grid is a canvas: click its checkbox cell) to select it for the other pages
-            grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
-            page.mouse.click(grid["x"] + 16, grid["y"] + 35 + 17)
-            page.get_by_text("Selected 1 run(s)").wait_for(timeout=30_000)
-            if update:
-                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-                page.wait_for_timeout(1000)
-                page.screenshot(path=str(SCREENSHOTS / "runs.png"))
+    with chromium_page(tmp_path / "chromium-profile") as page:
+        page.goto(dashboard_server, wait_until="domcontentloaded")
+        page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
+        page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
+        page.get_by_text("1 of 1 runs").wait_for(timeout=30_000)
+        # tick the run's row (the grid is a canvas: click its checkbox cell) to select it for the other pages
+        grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+        page.mouse.click(grid["x"] + 16, grid["y"] + 35 + 17)
+        page.get_by_text("Selected 1 run(s)").wait_for(timeout=30_000)
 
-            # to Predict through the sidebar (same session: the selection comes along)
-            page.locator('[data-testid="stSidebarNav"] a', has_text="Predict").click()
-            page.get_by_text("1 run(s) selected").wait_for(timeout=30_000)
-            page.get_by_role("heading", name="Predict").wait_for(timeout=60_000)
-            page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
-            page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)
-            page.get_by_text("Predicted class").first.wait_for(timeout=30_000)
+        # to Predict through the sidebar (same session: the selection comes along)
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Predict").click()
+        page.get_by_text("1 run(s) selected").wait_for(timeout=30_000)
+        page.get_by_role("heading", name="Predict").wait_for(timeout=60_000)
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)
+        page.get_by_text("Predicted class").first.wait_for(timeout=30_000)
 
-            shown_class = metric_value(page, "Predicted class")
-            shown_entropy = float(metric_value(page, "Predictive entropy (nats)"))
-            assert shown_class == expected.class_names[int(expected.predicted[0])]
-            assert shown_entropy == pytest.approx(float(expected.predictive_entropy[0]), abs=1e-3)
-            assert 0.0 <= shown_entropy <= np.log(10)
-            assert page.locator('[data-testid="stPlotlyChart"]').count() == 2
-            assert page.locator('[data-testid="stException"]').count() == 0
-            page.set_viewport_size({"width": 1400, "height": 1700})  # Streamlit scrolls inside the page
-            page.wait_for_timeout(1500)  # let plotly finish drawing
-            page.screenshot(path=str(ARTIFACTS / "browser-predict.png"), full_page=True)
-            if update:
-                page.screenshot(path=str(SCREENSHOTS / "predict.png"), full_page=True)
-        finally:
-            context.close()
+        shown_class = metric_value(page, "Predicted class")
+        shown_entropy = float(metric_value(page, "Predictive entropy (nats)"))
+        assert shown_class == expected.class_names[int(expected.predicted[0])]
+        assert shown_entropy == pytest.approx(float(expected.predictive_entropy[0]), abs=1e-3)
+        assert 0.0 <= shown_entropy <= np.log(10)
+        assert page.locator('[data-testid="stPlotlyChart"]').count() == 2
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.set_viewport_size({"width": 1400, "height": 1700})  # Streamlit scrolls inside the page
+        page.wait_for_timeout(1500)  # let plotly finish drawing
+        page.screenshot(path=str(ARTIFACTS / "browser-predict.png"), full_page=True)
+
+
+def test_compare_two_runs_on_one_upload_in_the_browser(three_kinds, tmp_path):
+    """Tick the BBB and the deterministic run on Runs, upload one image on Predict: both models answer side by side."""
+    from tests.dashboard.test_predict_compare import blend_png
+
+    image = tmp_path / "blend.png"
+    image.write_bytes(blend_png())
+    labels = [f"digits-{k} ({three_kinds[k][:6]})" for k in ("bayes", "deterministic")]
+    with serve(three_kinds["uri"], tmp_path / "streamlit.log") as url, chromium_page(tmp_path / "profile") as page:
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_text("4 of 4 runs").wait_for(timeout=60_000)
+        grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+        for row in (1, 2):  # newest first: the BBB run, then the deterministic one
+            page.mouse.click(grid["x"] + 16, grid["y"] + 35 * row + 17)
+            page.get_by_text(f"Selected {row} run(s)").wait_for(timeout=30_000)
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Predict").click()
+        page.get_by_role("heading", name="Predict").wait_for(timeout=60_000)
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
+        page.locator('[data-testid="stPlotlyChart"]').nth(1).wait_for(timeout=60_000)
+        for label in labels:
+            page.get_by_text(label, exact=True).first.wait_for(timeout=30_000)
+        epistemic = page.locator('[data-testid="stMetric"]', has_text="Epistemic")
+        assert epistemic.count() == 2
+        values = [epistemic.nth(i).locator('[data-testid="stMetricValue"]').inner_text().strip() for i in range(2)]
+        assert values[1] == "0.000"  # the deterministic run: no epistemic part
+        assert page.locator('[data-testid="stMetric"]', has_text="Predicted class").count() == 2
+        assert page.locator('[data-testid="stPlotlyChart"]').count() == 2  # grouped distribution + entropy split
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.set_viewport_size({"width": 1400, "height": 1700})
+        page.wait_for_timeout(1500)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-compare.png"), full_page=True)

@@ -92,6 +92,24 @@ def test_runs_page_shows_table_with_metrics(monkeypatch, rich_store):
     assert any("1 of 6 runs" in c for c in texts(at.caption))
 
 
+def test_the_first_screen_imports_no_torch(rich_store):
+    """The entry script and the Runs page, run for real on a store of runs, leave torch and Lightning unimported.
+
+    (Importing them took 5-6 s of the first screen: the entry script's URI resolution imported the tracking
+    store module, which imports Lightning.)
+    """
+    from bnn_testing import modules_after_import
+
+    run_app = (
+        "import os\n"
+        f"os.environ['MLFLOW_TRACKING_URI'] = {rich_store['uri']!r}\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({str(APP)!r}, default_timeout={TIMEOUT}).run()\n"
+        "assert not at.exception and len(at.dataframe[0].value) == 6, (at.exception, at.error)"
+    )
+    assert modules_after_import(run_app, ("torch", "lightning", "lightning_bnn.training")) == []
+
+
 def test_unreachable_server_gives_a_message_on_every_page(monkeypatch, closed_port_uri):
     at = app(monkeypatch, closed_port_uri)
     no_exceptions(at)
@@ -296,7 +314,7 @@ def test_predict_run_without_model(monkeypatch, rich_store):
     open_page(at, "predict")
     no_exceptions(at)
     assert any("Cannot use this run" in e and "no saved model" in e for e in texts(at.error))
-    at.selectbox(key="predict_run").set_value(rich_store["digits"]).run()  # the page keeps working
+    at.multiselect(key="predict_runs").set_value([rich_store["digits"]]).run()  # the page keeps working
     no_exceptions(at)
     assert not at.error and at.file_uploader
 
