@@ -536,10 +536,11 @@ class BNNModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         epochs = self.hparams.get("pretrain_epochs", 0)
-        if epochs and self.trainer.max_epochs is not None and 0 <= self.trainer.max_epochs <= epochs:
+        max_epochs = self.trainer.max_epochs
+        if epochs and not self.trainer.fast_dev_run and max_epochs is not None and 0 <= max_epochs <= epochs:
             raise ValueError(
                 f"model.pretrain_epochs={epochs} leaves no epoch of Bayes by Backprop in "
-                f"trainer.max_epochs={self.trainer.max_epochs}: lower it or train longer"
+                f"trainer.max_epochs={max_epochs}: lower it or train longer"
             )
         # Under data parallelism every rank was seeded alike (DDP also broadcasts rank 0's
         # initial weights). Give each rank its own Monte Carlo noise, so that the examples
