@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -123,6 +124,45 @@ def test_huge_image_refused_before_decoding():
 def test_decompression_bomb():
     with pytest.raises(InputError, match="decompression bomb"):
         inputs.image_to_model_input("bomb.png", png_header_only(40000, 40000), DIGITS)
+
+
+def test_image_over_pillows_warning_limit_is_refused_as_a_bomb_without_a_warning():
+    # 10000 x 10000 lies between Pillow's warning (89.5M pixels) and error (179M) limits: the warning is an error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match="warn.png: the image is too large to decode safely"):
+            inputs.open_image("warn.png", png_header_only(10000, 10000))
+
+
+def test_pixel_limit_is_inclusive_and_the_message_counts_the_pixels():
+    # exactly 4096 x 4096 passes the size check (then its stub pixel data fails to decode)
+    with pytest.raises(InputError, match="edge.png: the image is corrupt or truncated"):
+        inputs.open_image("edge.png", png_header_only(4096, 4096))
+    with pytest.raises(
+        InputError, match=r"over.png: the image is 4097x4096 = 16,781,312 pixels, too large \(limit 16,777,216\)"
+    ):
+        inputs.open_image("over.png", png_header_only(4097, 4096))
+
+
+def _transparent_with_one_black_pixel(mode: str) -> Image.Image:
+    if mode == "P":  # a palette image whose index 0 is transparent
+        image = Image.new("P", (4, 4), 0)
+        image.putpalette([0, 0, 0] * 2)
+        image.info["transparency"] = 0
+        image.putpixel((1, 2), 1)
+        return image
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))  # transparent black
+    rgba.putpixel((1, 2), (0, 0, 0, 255))
+    return rgba.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA", "P"])
+def test_transparent_areas_become_white_paper_in_every_mode_with_alpha(mode):
+    gray = inputs.to_grayscale(_transparent_with_one_black_pixel(mode))
+    expected = np.full((4, 4), 255, dtype=np.uint8)
+    expected[2, 1] = 0  # the one opaque black pixel (x=1, y=2)
+    assert gray.dtype == np.uint8
+    np.testing.assert_array_equal(gray, expected)
 
 
 def test_other_format_refused():
