@@ -13,6 +13,7 @@ from PIL import Image
 
 from dashboard import inputs
 from dashboard.inputs import InputError
+from lightning_bnn.data.preprocessing import Preprocessing
 
 DIGITS = {"kind": "image", "channels": 1, "height": 8, "width": 8, "ink": "light", "scale": 1.0}
 MNIST = {**DIGITS, "height": 28, "width": 28}
@@ -219,6 +220,42 @@ def test_form_values():
         inputs.validate_form_values({"a": "x", "b": 1}, ["a", "b"])
     with pytest.raises(InputError, match="not a finite number"):
         inputs.validate_form_values({"a": float("nan"), "b": 1}, ["a", "b"])
+    with pytest.raises(InputError, match="^'b': '-inf' is not a finite number.$"):
+        inputs.validate_form_values({"a": 1, "b": "-inf"}, ["a", "b"])
+
+
+def test_upload_warnings_in_full_and_at_their_limits():
+    pre = Preprocessing.from_dict(MNIST)  # a 28x28 model
+    blank_page = "; the prediction below is the model's answer to a blank page."
+    page = np.full((28, 28), 200, np.uint8)
+    assert inputs.upload_warnings(page, pre) == ("the image holds no ink: it is a single colour" + blank_page,)
+    page[3, 4] = 200 - (inputs.MIN_CONTRAST - 1)
+    assert inputs.upload_warnings(page, pre) == (
+        f"the image holds no ink: its contrast is {inputs.MIN_CONTRAST - 1} gray levels out of 255" + blank_page,
+    )
+    page[3, 4] = 200 - inputs.MIN_CONTRAST  # exactly the least contrast that counts as ink
+    assert inputs.upload_warnings(page, pre) == ()
+    page[3, 4] = 0
+    small = "the image is {}x{} pixels, smaller than the model's 28x28 input; it is enlarged, so the prediction "
+    small += "may mean little."
+    assert inputs.upload_warnings(np.pad(page, ((0, 0), (0, 5)))[:27], pre) == (small.format(33, 27),)  # short
+    assert inputs.upload_warnings(np.pad(page, ((0, 5), (0, 0)))[:, :27], pre) == (small.format(27, 33),)  # narrow
+
+
+def test_several_uploads_keep_their_order_and_a_bad_one_only_gives_its_message():
+    good = encode(digit_image())
+    items, errors = inputs.images_to_model_inputs([("a.png", good), ("b.txt", b"text"), ("c.png", good)], DIGITS)
+    assert [i.name for i in items] == ["a.png", "c.png"]
+    np.testing.assert_array_equal(items[0].array, inputs.image_to_model_input("a.png", good, DIGITS).array)
+    assert len(errors) == 1 and errors[0].startswith("b.txt: this is not an image")
+
+
+def test_upscale_repeats_each_pixel_in_a_square():
+    preview = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    np.testing.assert_array_equal(inputs.upscale(preview, size=7), np.repeat(np.repeat(preview, 2, 0), 2, 1))
+    assert inputs.upscale(np.zeros((8, 8), np.uint8)).shape == (112, 112)  # the default: 8x8 pixels 14x larger
+    big = np.zeros((200, 100), np.uint8)
+    assert inputs.upscale(big).shape == (200, 100)  # already larger than the size: unchanged
 
 
 @pytest.mark.parametrize(
