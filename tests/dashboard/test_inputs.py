@@ -250,6 +250,23 @@ def test_several_uploads_keep_their_order_and_a_bad_one_only_gives_its_message()
     assert len(errors) == 1 and errors[0].startswith("b.txt: this is not an image")
 
 
+def test_the_preview_is_the_model_input_as_pixels_and_a_tabular_model_refuses_images():
+    item = inputs.image_to_model_input("a.png", encode(digit_image()), DIGITS)
+    assert item.name == "a.png" and item.preview.shape == (8, 8) and item.preview.dtype == np.uint8
+    np.testing.assert_array_equal(item.preview, inputs.pixels_from_model_input(item.array, DIGITS))
+    with pytest.raises(InputError, match="^this model does not take images$"):
+        inputs.image_to_model_input("a.png", encode(digit_image()), TABULAR)
+
+
+def test_message_helpers_cut_long_values_and_lists():
+    assert inputs._short("x" * 38) == repr("x" * 38)  # 40 characters: kept
+    assert inputs._short("x" * 39) == "'" + "x" * 38 + "…"  # 41: cut to 39 and the ellipsis
+    names = [f"c{i}" for i in range(12)]
+    assert inputs._names(names[:10]) == "[" + ", ".join(repr(n) for n in names[:10]) + "]"
+    assert inputs._names(names) == "[" + ", ".join(repr(n) for n in names[:10]) + ", … 2 more]"
+    assert inputs._header_columns("\r\nfirst name,last name\r\n1,2\r\n") == 2  # spaces inside names
+
+
 def test_upscale_repeats_each_pixel_in_a_square():
     preview = np.arange(6, dtype=np.uint8).reshape(2, 3)
     np.testing.assert_array_equal(inputs.upscale(preview, size=7), np.repeat(np.repeat(preview, 2, 0), 2, 1))
