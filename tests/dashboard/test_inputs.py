@@ -207,6 +207,18 @@ def test_bad_csv(text, message):
         inputs.parse_feature_csv("in.csv", csv(text), ["a", "b"])
 
 
+def test_a_far_too_wide_header_is_refused_before_parsing_counting_the_allowed_extras():
+    def wide(n: int) -> bytes:  # the 3 allowed columns, then n - 3 others
+        names = ["a", "b", "target"] + [f"x{i}" for i in range(n - 3)]
+        return (",".join(names) + "\n" + ",".join(["1"] * n) + "\n").encode()
+
+    # up to 100 columns beyond the allowed 3 (2 features + the target): parsed, then the extras named
+    with pytest.raises(InputError, match=r"unexpected column\(s\) \['x0'"):
+        inputs.parse_feature_csv("in.csv", wide(103), ["a", "b"], ["target"])
+    with pytest.raises(InputError, match="in.csv: the CSV has 104 columns; the model takes exactly the columns"):
+        inputs.parse_feature_csv("in.csv", wide(104), ["a", "b"], ["target"])
+
+
 def test_binary_csv():
     with pytest.raises(InputError, match="not a text CSV"):
         inputs.parse_feature_csv("in.csv", encode(digit_image()), ["a", "b"])
