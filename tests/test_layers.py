@@ -349,3 +349,17 @@ def test_base_forward_and_kl_returns_the_output_and_the_kl():
 
     out, kl = Scaled().forward_and_kl(torch.ones(2))
     assert out.tolist() == [2.0, 2.0] and float(kl) == 3.0
+
+
+def test_local_estimator_does_not_take_a_width_one_input_per_sample_for_a_shared_one():
+    """An input [S, 1, 1] holding one value per sample is contiguous with stride(0) == 1, not 0: each sample's
+    pre-activation uses its own x (a stride-0 test written as ``== 1`` would use x[0] for all)."""
+    from lightning_bnn.nn.posterior import rho_from_sigma
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = BayesLinear(1, 2, estimator="local", rho_init=rho_from_sigma(1e-6))
+    x = torch.arange(1.0, 5.0).reshape(4, 1, 1)
+    assert x.stride(0) == 1
+    expected = x * layer.weight.mu.detach().reshape(1, 1, 2) + layer.bias.mu.detach()
+    torch.testing.assert_close(layer(x), expected, atol=1e-4, rtol=0)
