@@ -121,13 +121,13 @@ def test_pruned_file_is_smaller_and_round_trips(tmp_path):
 def test_bad_inputs_have_clear_errors(tmp_path):
     with pytest.raises(PruneError, match="fractions must lie in"):
         check_fraction(1.5)
-    with pytest.raises(PruneError, match="no Bayesian weights"):
+    with pytest.raises(PruneError, match="^no Bayesian weights to prune$"):
         prune_masks({}, 0.5)
     (tmp_path / "x.safetensors").write_bytes(b"")
     from safetensors.torch import save_file
 
-    save_file({"a": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
-    with pytest.raises(PruneError, match="not a lightning_bnn.pruned file"):
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "x.safetensors"), metadata={"format": "other"})
+    with pytest.raises(PruneError, match=r"^x.safetensors is not a lightning_bnn.pruned file \(format 'other'\)$"):
         load_pruned(tmp_path / "x.safetensors", _model())
 
 
@@ -198,6 +198,9 @@ def test_pruned_file_records_its_fraction(tmp_path):
     with safe_open(str(tmp_path / "p.safetensors"), framework="pt") as handle:
         metadata = handle.metadata()
     assert metadata["format"] == "lightning_bnn.pruned" and metadata["fraction"] == "0.25"
+    assert metadata["format_version"] == "1"
+    with safe_open(str(tmp_path / "p.safetensors"), framework="pt") as handle:
+        assert handle.get_tensor("net.layers.1.weight.indices").dtype == torch.int32  # the format's index type
 
 
 def test_pruned_file_that_lacks_a_tensor_of_the_model_is_refused(tmp_path):
@@ -250,12 +253,8 @@ def test_table_markdown_by_hand():
     regression = [{"fraction": 0.25, "weights_left": 3, "test_rmse": 0.123456, "file_bytes": 5}]
     assert point_metric(regression) == "test_rmse"
     lines = table_markdown(regression).splitlines()
-    assert "test RMSE" in lines[0] and [c.strip() for c in lines[2].strip("|").split("|")] == [
-        "25%",
-        "3",
-        "0.1235",
-        "5",
-    ]
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == ["removed", "weights left", "test RMSE", "file bytes"]
+    assert [c.strip() for c in lines[2].strip("|").split("|")] == ["25%", "3", "0.1235", "5"]
 
 
 def test_prune_command_logs_a_child_run(digits_run, tmp_path, capsys):
