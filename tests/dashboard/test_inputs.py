@@ -219,6 +219,40 @@ def test_a_far_too_wide_header_is_refused_before_parsing_counting_the_allowed_ex
         inputs.parse_feature_csv("in.csv", wide(104), ["a", "b"], ["target"])
 
 
+@pytest.mark.parametrize("token", ["NA", "null", "None", "nan"])
+def test_csv_missing_value_tokens(token):
+    with pytest.raises(InputError, match="^in.csv: column 'b', row 2: missing value \\(empty or NaN\\).$"):
+        inputs.parse_feature_csv("in.csv", csv(f"a,b\n1,{token}\n"), ["a", "b"])
+
+
+def test_csv_messages_in_full_and_the_kept_target_text():
+    features = ["a", "b"]
+    with pytest.raises(InputError) as err:
+        inputs.parse_feature_csv("in.csv", csv("a,b,c\n1,2,3\n"), features)
+    assert str(err.value) == "in.csv: unexpected column(s) ['c']; the model takes exactly the columns ['a', 'b']."
+    with pytest.raises(InputError) as err:
+        inputs.parse_feature_csv("in.csv", csv("a,b,c\n1,2,3\n"), features, ["target"])
+    assert str(err.value) == (
+        "in.csv: unexpected column(s) ['c']; the model takes exactly the columns ['a', 'b']"
+        " (optionally also ['target'])."
+    )
+    with pytest.raises(InputError, match="^in.csv: column 'a', row 2: infinite value '-inf'.$"):
+        inputs.parse_feature_csv("in.csv", csv("a,b\n-inf,2\n"), features)
+    with pytest.raises(InputError, match="could not be parsed: Error tokenizing data"):
+        inputs.parse_feature_csv("in.csv", csv('a,b\n1,"2\n'), features)
+    # the target is kept as the text written (no number parsing, no leading space), cut at 200 characters
+    long = "y" * 300
+    frame = inputs.parse_feature_csv("in.csv", csv(f"a, b, target\n1, 2, 007\n3, 4,{long}\n"), features, ["target"])
+    assert list(frame["target"]) == ["007", "y" * 200]
+    np.testing.assert_array_equal(frame[features].to_numpy(), [[1.0, 2.0], [3.0, 4.0]])
+    assert list(inputs.parse_feature_csv("in.csv", csv("a,b,target\n1,2,007\n"), features, ["target"])["target"]) == [
+        "007"
+    ]
+    # exactly the row limit is accepted
+    rows = inputs.parse_feature_csv("in.csv", csv("a,b\n" + "1,2\n" * inputs.MAX_CSV_ROWS), features)
+    assert len(rows) == inputs.MAX_CSV_ROWS
+
+
 def test_binary_csv():
     with pytest.raises(InputError, match="not a text CSV"):
         inputs.parse_feature_csv("in.csv", encode(digit_image()), ["a", "b"])
