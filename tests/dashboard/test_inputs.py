@@ -79,7 +79,7 @@ def test_scale_and_transparent_png():
         (b"", "the file is empty"),
         (b"hello, this is text\n", "not an image"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 10, "could not be read \\(corrupt file\\?\\)"),
-        (b"x" * (inputs.MAX_UPLOAD_BYTES + 1), "the limit is 5 MB"),
+        (b"x" * (inputs.MAX_UPLOAD_BYTES + 1), "the file is 5.2 MB; the limit is 5 MB"),
     ],
     ids=["empty", "text", "corrupt-header", "oversized"],
 )
