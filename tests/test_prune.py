@@ -242,6 +242,7 @@ def test_table_markdown_by_hand():
     ]
     assert point_metric(rows) == "test_error"
     lines = table_markdown(rows).splitlines()
+    assert all(cell.endswith(":") for cell in lines[1].strip("|").split("|"))  # every column right-aligned
     assert [c.strip() for c in lines[0].strip("|").split("|")] == [
         "removed",
         "weights left",
