@@ -377,3 +377,10 @@ def test_mean_estimator_with_a_shared_input_and_with_one_value_per_sample():
         for x in (shared, per_sample):
             expected = x * layer.weight.mu.reshape(1, 1, 2) + layer.bias.mu
             torch.testing.assert_close(layer(x), expected)
+
+
+def test_mean_estimator_of_a_layer_without_bias():
+    layer = BayesLinear(3, 2, bias=False).eval()
+    x = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(0))
+    with sampling(estimator="mean"), torch.no_grad():
+        torch.testing.assert_close(layer(x), x @ layer.weight.mu.T)
