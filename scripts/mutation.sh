@@ -3,6 +3,7 @@
 #
 #   scripts/mutation.sh                  # every module below, in order
 #   scripts/mutation.sh layers metrics   # only these
+#   MUTANTS='*_flipout__* *_local__*' scripts/mutation.sh layers   # only the mutants matching these names
 #
 # Each module is mutated in its own scratch copy of the repo (.mutation/<module>/, ignored by git):
 # mutmut 3 reads its settings from ./pyproject.toml, so the copy's pyproject gets a [tool.mutmut]
@@ -10,7 +11,8 @@
 # runs, for each mutant, only those tests that call the mutated function. Results per module:
 # `cd .mutation/<module> && mutmut results` (survivors) and `mutmut show <name>` (a diff).
 # Not part of CI (too slow); docs/testing.md lists the survivors of the last run and why each is
-# equivalent or accepted. Environment: PYTHON (default .venv/bin/python), JOBS (default: CPU count).
+# equivalent or accepted. Environment: PYTHON (default .venv/bin/python), JOBS (default: CPU count),
+# MUTANTS (mutmut name patterns, fnmatch: run only the matching mutants of each module named).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -21,7 +23,7 @@ JOBS=${JOBS:-$(nproc)}
 declare -A MODULES=(
   [priors]="lightning_bnn/nn/priors.py|tests/test_priors.py"
   [posterior]="lightning_bnn/nn/posterior.py|tests/test_priors.py tests/test_fast_paths.py tests/test_layers.py"
-  [layers]="lightning_bnn/nn/layers.py|tests/test_layers.py tests/test_fast_paths.py"
+  [layers]="lightning_bnn/nn/layers.py|tests/test_layers.py tests/test_fast_paths.py tests/test_convert.py tests/test_precision.py"  # folded layers; autocast
   [fused]="lightning_bnn/nn/fused.py|tests/test_fast_paths.py"
   [objectives]="lightning_bnn/training/objectives.py|tests/test_objectives.py"
   [metrics]="lightning_bnn/evaluation/metrics.py|tests/test_metrics.py"
@@ -56,10 +58,15 @@ only_mutate = ["$file"]
 pytest_add_cli_args_test_selection = $(toml_list "${existing[@]}")
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow and not browser"$extra_args]
 process_isolation = "forkserver"
+# mutmut's wall-clock limit per mutant is (tests' time + timeout_constant) x 15; with the default constant
+# (1 s), a shared machine's load made 89 of prune's 346 mutants "time out" at commit 56d42fa (one of them,
+# run by hand, fails its test in 0.03 s): 10 s gives each mutant at least 150 s.
+timeout_constant = 10.0
 TOML
   echo "== $module: $file; tests: ${existing[*]}"
   start=$SECONDS
-  (cd "$work" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$MUTMUT" run --max-children "$JOBS" > run.log 2>&1) \
+  read -r -a patterns <<< "${MUTANTS:-}"
+  (cd "$work" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$MUTMUT" run --max-children "$JOBS" "${patterns[@]}" > run.log 2>&1) \
     || echo "   mutmut exited with $? (see $work/run.log)"
   (cd "$work" && "$MUTMUT" results --all true > results.txt 2>&1) || true
   counts=$(awk -F': ' 'NF==2 {n[$2]++} END {for (s in n) printf "%s=%d ", s, n[s]}' "$work/results.txt")

@@ -349,3 +349,38 @@ def test_base_forward_and_kl_returns_the_output_and_the_kl():
 
     out, kl = Scaled().forward_and_kl(torch.ones(2))
     assert out.tolist() == [2.0, 2.0] and float(kl) == 3.0
+
+
+def test_local_estimator_does_not_take_a_width_one_input_per_sample_for_a_shared_one():
+    """An input [S, 1, 1] holding one value per sample is contiguous with stride(0) == 1, not 0: each sample's
+    pre-activation uses its own x (a stride-0 test written as ``== 1`` would use x[0] for all)."""
+    from lightning_bnn.nn.posterior import rho_from_sigma
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = BayesLinear(1, 2, estimator="local", rho_init=rho_from_sigma(1e-6))
+    x = torch.arange(1.0, 5.0).reshape(4, 1, 1)
+    assert x.stride(0) == 1
+    expected = x * layer.weight.mu.detach().reshape(1, 1, 2) + layer.bias.mu.detach()
+    torch.testing.assert_close(layer(x), expected, atol=1e-4, rtol=0)
+
+
+def test_mean_estimator_with_a_shared_input_and_with_one_value_per_sample():
+    """The posterior-mean layer x mu + b_mu, for an input shared by all samples (stride 0: computed once)
+    and for an input [S, 1, 1] with one value per sample (contiguous, stride(0) == 1)."""
+    layer = BayesLinear(1, 2).eval()
+    with torch.no_grad():
+        layer.bias.mu.fill_(0.5)
+    shared = torch.full((1, 3, 1), 2.0).expand(4, 3, 1)
+    per_sample = torch.arange(1.0, 5.0).reshape(4, 1, 1)
+    with sampling(estimator="mean"), torch.no_grad():
+        for x in (shared, per_sample):
+            expected = x * layer.weight.mu.reshape(1, 1, 2) + layer.bias.mu
+            torch.testing.assert_close(layer(x), expected)
+
+
+def test_mean_estimator_of_a_layer_without_bias():
+    layer = BayesLinear(3, 2, bias=False).eval()
+    x = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(0))
+    with sampling(estimator="mean"), torch.no_grad():
+        torch.testing.assert_close(layer(x), x @ layer.weight.mu.T)

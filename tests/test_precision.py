@@ -59,13 +59,15 @@ def test_bf16_mixed_fit_on_cpu(tracking_uri):
         "--trainer.precision",
         "bf16-mixed",
         "--trainer.max_epochs",
-        "1",
+        "2",
         "--model.hidden_sizes",
         "[16]",
-        "--trainer.limit_train_batches",
-        "5",
     )
     metrics = cli.trainer.callback_metrics
     assert cli.trainer.precision == "bf16-mixed"
     assert math.isfinite(float(metrics["test/nll"]))
-    assert float(metrics["test/acc"]) > 0.2  # 5 steps: well above chance (0.1)
+    # Measured 2026-12-03 (this command, --seed_everything 0-4): test accuracy 0.577, 0.680, 0.518, 0.688,
+    # 0.602 under bf16-mixed (float32: 0.577, 0.696, 0.510, 0.632, 0.596); a model whose weights do not
+    # learn (lr 1e-9): 0.109-0.111; mu cut from the gradient under autocast (made by hand): 0.114. The old
+    # check (5 steps, > 0.2) failed on seeds 2-4 of the correct model (0.084, 0.145, 0.111).
+    assert float(metrics["test/acc"]) > 0.4

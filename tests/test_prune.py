@@ -13,9 +13,12 @@ from lightning_bnn.evaluation.prune import (
     apply_masks,
     check_fraction,
     load_pruned,
+    point_metric,
+    prune_and_evaluate,
     prune_masks,
     save_pruned,
     snr_record,
+    table_markdown,
     weight_snr,
 )
 from lightning_bnn.tracking.artifacts import PRUNING_SNR as SNR_RECORD
@@ -118,13 +121,13 @@ def test_pruned_file_is_smaller_and_round_trips(tmp_path):
 def test_bad_inputs_have_clear_errors(tmp_path):
     with pytest.raises(PruneError, match="fractions must lie in"):
         check_fraction(1.5)
-    with pytest.raises(PruneError, match="no Bayesian weights"):
+    with pytest.raises(PruneError, match="^no Bayesian weights to prune$"):
         prune_masks({}, 0.5)
     (tmp_path / "x.safetensors").write_bytes(b"")
     from safetensors.torch import save_file
 
-    save_file({"a": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
-    with pytest.raises(PruneError, match="not a lightning_bnn.pruned file"):
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "x.safetensors"), metadata={"format": "other"})
+    with pytest.raises(PruneError, match=r"^x.safetensors is not a lightning_bnn.pruned file \(format 'other'\)$"):
         load_pruned(tmp_path / "x.safetensors", _model())
 
 
@@ -135,6 +138,124 @@ def test_snr_record_density_integrates_to_one():
     assert sum(density) * width == pytest.approx(1.0, rel=1e-6)
     assert record["cdf"]["fraction"][-1] == pytest.approx(1.0)
     assert record["cdf"]["db"] == sorted(record["cdf"]["db"])
+
+
+def test_snr_record_by_hand():
+    # SNR 0.1 .. 1000 is -10 .. 30 dB; 3 bins of 40/3 dB (no value on an inner edge)
+    record = snr_record({"a": torch.tensor([10.0, 0.1]), "b": torch.tensor([[1.0, 100.0, 1000.0]])}, bins=3)
+    assert record["unit"] == "dB" and record["num_weights"] == 5
+    assert record["density"]["edges"] == pytest.approx([-10.0, 10 / 3, 50 / 3, 30.0])
+    assert record["density"]["density"] == pytest.approx([0.03, 0.015, 0.03])  # counts 2, 1, 2 / (5 * 40/3 dB)
+    assert record["cdf"]["db"] == pytest.approx([-10.0, 0.0, 10.0, 20.0, 30.0])
+    assert record["cdf"]["fraction"] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def test_snr_record_of_equal_snrs_spans_one_db():
+    record = snr_record({"a": torch.full((4,), 10.0)}, bins=2)  # all at 10 dB: one 1-dB-wide range
+    assert record["density"]["edges"] == pytest.approx([10.0, 10.5, 11.0])
+    assert record["density"]["density"] == pytest.approx([2.0, 0.0])  # all 4 in the first half-dB bin
+
+
+def test_snr_record_cdf_keeps_512_quantiles_of_many_weights():
+    snr = {"a": 10.0 ** (torch.arange(1000, dtype=torch.float64) / 100)}  # 0 .. 99.9 dB in steps of 0.1
+    cdf = snr_record(snr)["cdf"]
+    assert len(cdf["db"]) == 512 and cdf["db"][0] == pytest.approx(0.0) and cdf["db"][-1] == pytest.approx(99.9)
+    idx = [round(i * 999 / 511) for i in range(512)]  # evenly spaced ranks, first and last included
+    assert cdf["db"] == pytest.approx([i / 10 for i in idx], abs=1e-9)
+    assert cdf["fraction"] == pytest.approx([(i + 1) / 1000 for i in idx])
+
+
+def test_snr_of_a_bare_layer_is_keyed_weight():
+    from lightning_bnn.nn.layers import BayesLinear
+
+    layer = BayesLinear(3, 2)
+    snr = weight_snr(layer)
+    assert list(snr) == ["weight"]
+    assert torch.allclose(snr["weight"], layer.weight.mu.abs() / torch.nn.functional.softplus(layer.weight.rho))
+
+
+@pytest.mark.parametrize("bad", [True, "0.5", None, float("nan"), float("inf"), -0.1, 1.5])
+def test_fraction_must_be_a_real_number_in_0_1(bad):
+    with pytest.raises(PruneError, match=r"fractions must lie in \[0, 1\], got"):
+        check_fraction(bad)
+
+
+def test_masks_break_ties_by_position_across_three_tensors():
+    # 100 equal SNRs: a stable sort removes the first ones (an unstable one picks others)
+    masks = prune_masks({"a": torch.ones(100)}, 0.3)
+    assert masks["a"].tolist() == [False] * 30 + [True] * 70
+    # three tensors: each mask is cut from its own place in the flat order
+    snr = {"a": torch.tensor([5.0, 1.0]), "b": torch.tensor([6.0, 2.0]), "c": torch.tensor([0.5, 7.0, 3.0])}
+    masks = prune_masks(snr, 3 / 7)  # the 3 lowest: 0.5, 1, 2
+    assert [masks[k].tolist() for k in "abc"] == [[True, False], [True, False], [False, True, True]]
+
+
+def test_pruned_file_records_its_fraction(tmp_path):
+    from safetensors import safe_open
+
+    model = _model()
+    save_pruned(model, prune_masks(weight_snr(model), 0.25), tmp_path / "p.safetensors", 0.25)
+    with safe_open(str(tmp_path / "p.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["format"] == "lightning_bnn.pruned" and metadata["fraction"] == "0.25"
+    assert metadata["format_version"] == "1"
+    with safe_open(str(tmp_path / "p.safetensors"), framework="pt") as handle:
+        assert handle.get_tensor("net.layers.1.weight.indices").dtype == torch.int32  # the format's index type
+
+
+def test_pruned_file_that_lacks_a_tensor_of_the_model_is_refused(tmp_path):
+    model = _model()
+    save_pruned(model, prune_masks(weight_snr(model), 0.5), tmp_path / "p.safetensors", 0.5)
+    other = _model(seed=1)
+    other.register_buffer("extra", torch.zeros(1))  # a model with one more tensor than the file
+    with pytest.raises(PruneError, match=r"(?s)p.safetensors does not fit the model: .*extra"):
+        load_pruned(tmp_path / "p.safetensors", other)
+
+
+def test_prune_and_evaluate_by_hand(tmp_path):
+    """Each row: the fraction, the weights left, the mean network's test error and the file written."""
+    model = _model()
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(7, 1, 8, 8, generator=g), torch.randint(0, 10, (7,), generator=g)) for _ in range(3)]
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    rows, snr = prune_and_evaluate(model, batches, [0.0, 0.5, 1.0], tmp_path)
+    for key, value in model.state_dict().items():  # restored afterwards
+        assert torch.equal(value, original[key]), key
+    total = 64 * 16 + 16 * 10
+    assert [r["fraction"] for r in rows] == [0.0, 0.5, 1.0]
+    assert [r["weights_left"] for r in rows] == [total, total - round(0.5 * total), 0]
+    for row, name in zip(rows, ["pruned-0", "pruned-50", "pruned-100"]):
+        assert row["file_bytes"] == (tmp_path / f"{name}.safetensors").stat().st_size
+        pruned = _model()  # the error of the mean network with these weights removed, computed here
+        apply_masks(pruned, prune_masks(weight_snr(pruned), row["fraction"]))
+        wrong = sum(int((_mean_outputs(pruned, x).argmax(-1) != y).sum()) for x, y in batches)
+        assert row["test_error"] == pytest.approx(wrong / 21)
+    assert set(snr) == {"net.layers.1.weight", "net.layers.3.weight"}
+    with pytest.raises(PruneError, match="fractions must lie in"):
+        prune_and_evaluate(model, batches, [0.5, 2.0], tmp_path)
+
+
+def test_table_markdown_by_hand():
+    rows = [
+        {"fraction": 0.0, "weights_left": 1184, "test_error": 0.125, "file_bytes": 10000},
+        {"fraction": 0.5, "weights_left": 592, "test_error": 0.13333, "file_bytes": 6000},
+    ]
+    assert point_metric(rows) == "test_error"
+    lines = table_markdown(rows).splitlines()
+    assert all(cell.endswith(":") for cell in lines[1].strip("|").split("|"))  # every column right-aligned
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == [
+        "removed",
+        "weights left",
+        "test error %",
+        "file bytes",
+    ]
+    assert [c.strip() for c in lines[2].strip("|").split("|")] == ["0%", "1184", "12.5", "10000"]
+    assert [c.strip() for c in lines[3].strip("|").split("|")] == ["50%", "592", "13.33", "6000"]
+    regression = [{"fraction": 0.25, "weights_left": 3, "test_rmse": 0.123456, "file_bytes": 5}]
+    assert point_metric(regression) == "test_rmse"
+    lines = table_markdown(regression).splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == ["removed", "weights left", "test RMSE", "file bytes"]
+    assert [c.strip() for c in lines[2].strip("|").split("|")] == ["25%", "3", "0.1235", "5"]
 
 
 def test_prune_command_logs_a_child_run(digits_run, tmp_path, capsys):

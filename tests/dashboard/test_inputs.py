@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from dashboard import inputs
 from dashboard.inputs import InputError
+from lightning_bnn.data.preprocessing import Preprocessing
 
 DIGITS = {"kind": "image", "channels": 1, "height": 8, "width": 8, "ink": "light", "scale": 1.0}
 MNIST = {**DIGITS, "height": 28, "width": 28}
@@ -77,7 +79,7 @@ def test_scale_and_transparent_png():
         (b"", "the file is empty"),
         (b"hello, this is text\n", "not an image"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 10, "could not be read \\(corrupt file\\?\\)"),
-        (b"x" * (inputs.MAX_UPLOAD_BYTES + 1), "the limit is 5 MB"),
+        (b"x" * (inputs.MAX_UPLOAD_BYTES + 1), "the file is 5.2 MB; the limit is 5 MB"),
     ],
     ids=["empty", "text", "corrupt-header", "oversized"],
 )
@@ -125,6 +127,45 @@ def test_decompression_bomb():
         inputs.image_to_model_input("bomb.png", png_header_only(40000, 40000), DIGITS)
 
 
+def test_image_over_pillows_warning_limit_is_refused_as_a_bomb_without_a_warning():
+    # 10000 x 10000 lies between Pillow's warning (89.5M pixels) and error (179M) limits: the warning is an error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match="warn.png: the image is too large to decode safely"):
+            inputs.open_image("warn.png", png_header_only(10000, 10000))
+
+
+def test_pixel_limit_is_inclusive_and_the_message_counts_the_pixels():
+    # exactly 4096 x 4096 passes the size check (then its stub pixel data fails to decode)
+    with pytest.raises(InputError, match="edge.png: the image is corrupt or truncated"):
+        inputs.open_image("edge.png", png_header_only(4096, 4096))
+    with pytest.raises(
+        InputError, match=r"over.png: the image is 4097x4096 = 16,781,312 pixels, too large \(limit 16,777,216\)"
+    ):
+        inputs.open_image("over.png", png_header_only(4097, 4096))
+
+
+def _transparent_with_one_black_pixel(mode: str) -> Image.Image:
+    if mode == "P":  # a palette image whose index 0 is transparent
+        image = Image.new("P", (4, 4), 0)
+        image.putpalette([0, 0, 0] * 2)
+        image.info["transparency"] = 0
+        image.putpixel((1, 2), 1)
+        return image
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))  # transparent black
+    rgba.putpixel((1, 2), (0, 0, 0, 255))
+    return rgba.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA", "P"])
+def test_transparent_areas_become_white_paper_in_every_mode_with_alpha(mode):
+    gray = inputs.to_grayscale(_transparent_with_one_black_pixel(mode))
+    expected = np.full((4, 4), 255, dtype=np.uint8)
+    expected[2, 1] = 0  # the one opaque black pixel (x=1, y=2)
+    assert gray.dtype == np.uint8
+    np.testing.assert_array_equal(gray, expected)
+
+
 def test_other_format_refused():
     with pytest.raises(InputError, match="BMP images are not supported"):
         inputs.image_to_model_input("x.bmp", encode(digit_image(), "BMP"), DIGITS)
@@ -166,6 +207,52 @@ def test_bad_csv(text, message):
         inputs.parse_feature_csv("in.csv", csv(text), ["a", "b"])
 
 
+def test_a_far_too_wide_header_is_refused_before_parsing_counting_the_allowed_extras():
+    def wide(n: int) -> bytes:  # the 3 allowed columns, then n - 3 others
+        names = ["a", "b", "target"] + [f"x{i}" for i in range(n - 3)]
+        return (",".join(names) + "\n" + ",".join(["1"] * n) + "\n").encode()
+
+    # up to 100 columns beyond the allowed 3 (2 features + the target): parsed, then the extras named
+    with pytest.raises(InputError, match=r"unexpected column\(s\) \['x0'"):
+        inputs.parse_feature_csv("in.csv", wide(103), ["a", "b"], ["target"])
+    with pytest.raises(InputError, match="in.csv: the CSV has 104 columns; the model takes exactly the columns"):
+        inputs.parse_feature_csv("in.csv", wide(104), ["a", "b"], ["target"])
+
+
+@pytest.mark.parametrize("token", ["NA", "null", "None", "nan"])
+def test_csv_missing_value_tokens(token):
+    with pytest.raises(InputError, match="^in.csv: column 'b', row 2: missing value \\(empty or NaN\\).$"):
+        inputs.parse_feature_csv("in.csv", csv(f"a,b\n1,{token}\n"), ["a", "b"])
+
+
+def test_csv_messages_in_full_and_the_kept_target_text():
+    features = ["a", "b"]
+    with pytest.raises(InputError) as err:
+        inputs.parse_feature_csv("in.csv", csv("a,b,c\n1,2,3\n"), features)
+    assert str(err.value) == "in.csv: unexpected column(s) ['c']; the model takes exactly the columns ['a', 'b']."
+    with pytest.raises(InputError) as err:
+        inputs.parse_feature_csv("in.csv", csv("a,b,c\n1,2,3\n"), features, ["target"])
+    assert str(err.value) == (
+        "in.csv: unexpected column(s) ['c']; the model takes exactly the columns ['a', 'b']"
+        " (optionally also ['target'])."
+    )
+    with pytest.raises(InputError, match="^in.csv: column 'a', row 2: infinite value '-inf'.$"):
+        inputs.parse_feature_csv("in.csv", csv("a,b\n-inf,2\n"), features)
+    with pytest.raises(InputError, match="could not be parsed: Error tokenizing data"):
+        inputs.parse_feature_csv("in.csv", csv('a,b\n1,"2\n'), features)
+    # the target is kept as the text written (no number parsing, no leading space), cut at 200 characters
+    long = "y" * 300
+    frame = inputs.parse_feature_csv("in.csv", csv(f"a, b, target\n1, 2, 007\n3, 4,{long}\n"), features, ["target"])
+    assert list(frame["target"]) == ["007", "y" * 200]
+    np.testing.assert_array_equal(frame[features].to_numpy(), [[1.0, 2.0], [3.0, 4.0]])
+    assert list(inputs.parse_feature_csv("in.csv", csv("a,b,target\n1,2,007\n"), features, ["target"])["target"]) == [
+        "007"
+    ]
+    # exactly the row limit is accepted
+    rows = inputs.parse_feature_csv("in.csv", csv("a,b\n" + "1,2\n" * inputs.MAX_CSV_ROWS), features)
+    assert len(rows) == inputs.MAX_CSV_ROWS
+
+
 def test_binary_csv():
     with pytest.raises(InputError, match="not a text CSV"):
         inputs.parse_feature_csv("in.csv", encode(digit_image()), ["a", "b"])
@@ -179,6 +266,59 @@ def test_form_values():
         inputs.validate_form_values({"a": "x", "b": 1}, ["a", "b"])
     with pytest.raises(InputError, match="not a finite number"):
         inputs.validate_form_values({"a": float("nan"), "b": 1}, ["a", "b"])
+    with pytest.raises(InputError, match="^'b': '-inf' is not a finite number.$"):
+        inputs.validate_form_values({"a": 1, "b": "-inf"}, ["a", "b"])
+
+
+def test_upload_warnings_in_full_and_at_their_limits():
+    pre = Preprocessing.from_dict(MNIST)  # a 28x28 model
+    blank_page = "; the prediction below is the model's answer to a blank page."
+    page = np.full((28, 28), 200, np.uint8)
+    assert inputs.upload_warnings(page, pre) == ("the image holds no ink: it is a single colour" + blank_page,)
+    page[3, 4] = 200 - (inputs.MIN_CONTRAST - 1)
+    assert inputs.upload_warnings(page, pre) == (
+        f"the image holds no ink: its contrast is {inputs.MIN_CONTRAST - 1} gray levels out of 255" + blank_page,
+    )
+    page[3, 4] = 200 - inputs.MIN_CONTRAST  # exactly the least contrast that counts as ink
+    assert inputs.upload_warnings(page, pre) == ()
+    page[3, 4] = 0
+    small = "the image is {}x{} pixels, smaller than the model's 28x28 input; it is enlarged, so the prediction "
+    small += "may mean little."
+    assert inputs.upload_warnings(np.pad(page, ((0, 0), (0, 5)))[:27], pre) == (small.format(33, 27),)  # short
+    assert inputs.upload_warnings(np.pad(page, ((0, 5), (0, 0)))[:, :27], pre) == (small.format(27, 33),)  # narrow
+
+
+def test_several_uploads_keep_their_order_and_a_bad_one_only_gives_its_message():
+    good = encode(digit_image())
+    items, errors = inputs.images_to_model_inputs([("a.png", good), ("b.txt", b"text"), ("c.png", good)], DIGITS)
+    assert [i.name for i in items] == ["a.png", "c.png"]
+    np.testing.assert_array_equal(items[0].array, inputs.image_to_model_input("a.png", good, DIGITS).array)
+    assert len(errors) == 1 and errors[0].startswith("b.txt: this is not an image")
+
+
+def test_the_preview_is_the_model_input_as_pixels_and_a_tabular_model_refuses_images():
+    item = inputs.image_to_model_input("a.png", encode(digit_image()), DIGITS)
+    assert item.name == "a.png" and item.preview.shape == (8, 8) and item.preview.dtype == np.uint8
+    np.testing.assert_array_equal(item.preview, inputs.pixels_from_model_input(item.array, DIGITS))
+    with pytest.raises(InputError, match="^this model does not take images$"):
+        inputs.image_to_model_input("a.png", encode(digit_image()), TABULAR)
+
+
+def test_message_helpers_cut_long_values_and_lists():
+    assert inputs._short("x" * 38) == repr("x" * 38)  # 40 characters: kept
+    assert inputs._short("x" * 39) == "'" + "x" * 38 + "…"  # 41: cut to 39 and the ellipsis
+    names = [f"c{i}" for i in range(12)]
+    assert inputs._names(names[:10]) == "[" + ", ".join(repr(n) for n in names[:10]) + "]"
+    assert inputs._names(names) == "[" + ", ".join(repr(n) for n in names[:10]) + ", … 2 more]"
+    assert inputs._header_columns("\r\nfirst name,last name\r\n1,2\r\n") == 2  # spaces inside names
+
+
+def test_upscale_repeats_each_pixel_in_a_square():
+    preview = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    np.testing.assert_array_equal(inputs.upscale(preview, size=7), np.repeat(np.repeat(preview, 2, 0), 2, 1))
+    assert inputs.upscale(np.zeros((8, 8), np.uint8)).shape == (112, 112)  # the default: 8x8 pixels 14x larger
+    big = np.zeros((200, 100), np.uint8)
+    assert inputs.upscale(big).shape == (200, 100)  # already larger than the size: unchanged
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,30 @@ def digit_png(index: int = 0) -> bytes:
     return png((255 - np.kron(image, np.ones((8, 8))) * 255).astype(np.uint8))
 
 
+def shows(value: str, expected: float, decimals: int) -> bool:
+    """Whether a number shown rounded to ``decimals`` places is ``expected`` (up to that rounding)."""
+    return abs(float(value) - expected) <= 0.5 * 10**-decimals + 1e-6
+
+
+def check_classification(shown: dict[str, str], uri: str, run_id: str, image: bytes, num_samples: int = 100) -> None:
+    """The predict page shows, for one uploaded image, the model's own sampled answer to its pixels.
+
+    Computed here: the model's samples for the uploaded pixels (the page's seed 0 and S), with the class
+    and the entropies computed with numpy from the sampled probabilities.
+    """
+    from dashboard import inputs, predictions
+    from lightning_bnn import load_model
+
+    module = load_model(run_id, tracking_uri=uri)
+    x = inputs.image_to_model_input("digit.png", image, module.preprocessing).array[None]
+    p = predictions.classify(module, x, num_samples).probs[:, 0].astype(np.float64)  # [S, C]
+    total = -(p.mean(0) * np.log(p.mean(0))).sum()
+    aleatoric = -(p * np.log(p)).sum(-1).mean()
+    assert shown["Predicted class"] == module.output_names()[int(p.mean(0).argmax())]
+    assert shows(shown["Predictive entropy (nats)"], total, 3)
+    assert shows(shown["Aleatoric"], aleatoric, 3) and shows(shown["Epistemic"], total - aleatoric, 3)
+
+
 # -- Runs ---------------------------------------------------------------------------------------------
 def test_runs_page_shows_table_with_metrics(monkeypatch, rich_store):
     at = app(monkeypatch, rich_store["uri"])
@@ -243,12 +267,20 @@ def test_run_detail_page(monkeypatch, rich_store):
     assert metrics(at)["Status"] == "FINISHED" and metrics(at)["Dataset"] == "digits"
     figures = charts(at)
     assert len(figures[0]["data"]) == 1 and len(figures[0]["data"][0]["y"]) == 3  # val/acc over 3 epochs
-    logged = {a.path for a in MlflowClient(uri).list_artifacts(digits, "posterior")}
-    if "posterior/summary.json" in logged:  # written by the run's MLflow callback
-        posterior = [f for f in figures if "μ and σ" in f["layout"]["title"]["text"]]
-        assert len(posterior) == 1 and len(posterior[0]["data"]) % 2 == 0  # mu and sigma per layer
-    else:
-        assert any("Posterior summary not logged" in w for w in texts(at.warning))
+    # every finished training run logs its posterior summary: the page shows mu and sigma of each Bayesian
+    # layer of the model, each histogram counting all of that layer's weights and biases
+    from lightning_bnn import load_model
+    from lightning_bnn.evaluation.reports import posterior_layers
+
+    layers = posterior_layers(load_model(digits, tracking_uri=uri))
+    assert [name for name, _, _ in layers] == ["net.layers.1", "net.layers.3"]  # hidden [32]: two Bayesian layers
+    assert not any("Posterior summary not logged" in w for w in texts(at.warning))
+    posterior = [f for f in figures if "μ and σ" in f["layout"]["title"]["text"]]
+    assert len(posterior) == 1
+    traces = posterior[0]["data"]
+    assert [t["name"] for t in traces] == [f"{name} {part}" for name, _, _ in layers for part in ("μ", "σ")]
+    counts = [sum(p.mu.numel() for p in posteriors) for _, _, posteriors in layers for _ in range(2)]
+    assert [sum(t["y"]) for t in traces] == counts  # 64*32 + 32 and 32*10 + 10 weights
     params = at.dataframe[1].value
     assert params.set_index("param").loc["lr", "value"] == "0.003"
     # a run without artifacts: clear messages, the rest of the page still works
@@ -283,11 +315,9 @@ def test_predict_digits_uploads(monkeypatch, rich_store):
     assert any(e.startswith("cut.png:") and ("truncated" in e or "corrupt" in e) for e in errors)
     assert any(e.startswith("empty.png: the file is empty") for e in errors)
     shown = metrics(at)
-    assert shown["Predicted class"] in [str(i) for i in range(10)]
-    entropy = float(shown["Predictive entropy (nats)"])
-    assert 0.0 <= entropy <= np.log(10) + 1e-6
-    aleatoric, epistemic = float(shown["Aleatoric"]), float(shown["Epistemic"])
-    assert aleatoric + epistemic == pytest.approx(entropy, abs=2e-3)
+    check_classification(shown, rich_store["uri"], rich_store["digits"], digit_png(0))
+    # the digit is a 0 and the model says so (mean p of class 0: 0.543 on seeds 0 and 1 of the shared run)
+    assert shown["Predicted class"] == "0"
     figures = charts(at)
     assert len(figures) == 2  # distribution + uncertainty split, for the one good image
     assert len(figures[0]["data"]) == 3  # sampled box, BNN mean, point estimate
@@ -329,8 +359,20 @@ def test_predict_toy_regression(monkeypatch, toy_run):
     assert len(fan["data"]) == 4 + 30 + int(has_train)  # bands, 30 drawn functions, mean, point (+ data)
     shown = metrics(at)
     assert {"Mean y", "Std", "95% interval", "Point estimate"} <= set(shown)
-    low, high = json.loads(shown["95% interval"].replace("[", "[").replace("]", "]"))
-    assert low < float(shown["Mean y"]) < high
+    # the model's own sampled predictive at the form's x (the training mean), its moments computed here
+    from dashboard import predictions
+    from lightning_bnn import load_model
+
+    module = load_model(run_id, tracking_uri=uri)
+    x = module.preprocessing.transform(pd.DataFrame({"x": [at.number_input(key="feature_0").value]}))
+    result = predictions.predict(module, x, 100)
+    m, s = result.sample_mean[:, 0, 0].astype(np.float64), result.sample_std[:, 0, 0].astype(np.float64)
+    mean, std = m.mean(), np.sqrt((s**2).mean() + m.var())  # the mixture's moments
+    low, high = json.loads(shown["95% interval"])
+    assert float(shown["Mean y"]) == pytest.approx(mean, rel=6e-4)  # shown to 4 significant digits
+    assert float(shown["Std"]) == pytest.approx(std, rel=6e-4)
+    assert [low, high] == pytest.approx([mean - 1.959964 * std, mean + 1.959964 * std], rel=6e-4)
+    assert float(shown["Point estimate"]) == pytest.approx(float(result.point_mean[0, 0]), rel=6e-4)
     assert len(charts(at)[1]["data"]) == 2  # histogram of sampled y + point estimate
     at.slider(key="num_samples").set_value(5).run()
     assert len(charts(at)[0]["data"]) == 4 + 5 + int(has_train)
@@ -371,8 +413,6 @@ def test_predict_csv_classifier(monkeypatch, iris_run):
     assert "**row 1 (true target: setosa)**" in texts(at.markdown)
     # the classes shown are the model's own answers to these raw rows (the page's seed 0, S = 100): a
     # wrong standardisation or column order on the upload path would show other classes or probabilities
-    import pandas as pd
-
     from dashboard import predictions
     from lightning_bnn import load_model
 
@@ -415,10 +455,7 @@ def test_predict_page_on_a_run_of_your_own_network(monkeypatch, resnet_run):
     at.run()
     no_exceptions(at)
     shown = metrics(at)
-    assert shown["Predicted class"] in [str(i) for i in range(10)]
-    entropy = float(shown["Predictive entropy (nats)"])
-    assert 0.0 <= entropy <= np.log(10) + 1e-6
-    assert float(shown["Aleatoric"]) + float(shown["Epistemic"]) == pytest.approx(entropy, abs=2e-3)
+    check_classification(shown, uri, run_id, digit_png(0))
     figures = charts(at)
     assert len(figures) == 2
     assert len(figures[0]["data"][0]["y"]) == 100 * 10
