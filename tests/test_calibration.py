@@ -88,7 +88,7 @@ def quick(tmp_path_factory):
         "# Experiments\n\nprose before\n\n<!-- experiments:calibration-quick:start -->\nold\n"
         "<!-- experiments:calibration-quick:end -->\n\nprose after\n"
     )
-    assert main(["--quick", "--tracking-uri", uri, "--doc", str(doc)]) == 0
+    assert main(["--quick", "--jobs", "2", "--tracking-uri", uri, "--doc", str(doc)]) == 0
     return uri, doc.read_text()
 
 
