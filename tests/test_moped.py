@@ -91,27 +91,24 @@ def test_init_from_a_run_id_on_the_command_line(tracking_uri):
     ).trainer.logger.run_id
     args = ["--config", str(CONFIGS / "digits.yaml"), "--model.hidden_sizes", "[16]"]
     args += ["--mlflow.enabled", "false", "--mlflow.tracking_uri", tracking_uri]
-    cli = BNNCLI(
+    cli = _instantiate([*args, "--model.init_from", det_run, "--model.delta", "0"])
+    assert cli.model.hparams.init_from == det_run  # the run id is what the model records
+    det = load_model(det_run, tracking_uri)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * det.preprocessing.scale
+    expected = det.sample_predictions(x, 1)[0]
+    torch.testing.assert_close(cli.model.eval().sample_predictions(x, 3), expected.expand(3, -1, -1), atol=1e-5, rtol=0)
+    with pytest.raises(SystemExit):  # a run id that is not in the store
+        _instantiate([*args, "--model.init_from", "0" * 32])
+
+
+def _instantiate(args: list[str]) -> BNNCLI:
+    """The CLI's classes for ``args`` (no subcommand: nothing is trained)."""
+    return BNNCLI(
         BNNModule,
         BaseDataModule,
         subclass_mode_data=True,
         save_config_callback=None,
         run=False,
         auto_configure_optimizers=False,
-        args=[*args, "--model.init_from", det_run, "--model.delta", "0"],
+        args=args,
     )
-    assert cli.model.hparams.init_from == det_run  # the run id is what the model records
-    det = load_model(det_run, tracking_uri)
-    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * det.preprocessing.scale
-    expected = det.sample_predictions(x, 1)[0]
-    torch.testing.assert_close(cli.model.eval().sample_predictions(x, 3), expected.expand(3, -1, -1), atol=1e-5, rtol=0)
-    with pytest.raises(SystemExit):
-        BNNCLI(
-            BNNModule,
-            BaseDataModule,
-            subclass_mode_data=True,
-            save_config_callback=None,
-            run=False,
-            auto_configure_optimizers=False,
-            args=[*args, "--model.init_from", "0" * 32],
-        )

@@ -16,22 +16,14 @@ import numpy as np
 import pytest
 from bnn_testing import free_port, stop, wait_http
 
+from benchmarks.first_screen import CHROMIUM
+from benchmarks.first_screen import chromium as chromium_page  # one Playwright launch for tests and benchmark
 from dashboard import inputs, predictions
 from lightning_bnn import load_model
 from tests.dashboard.test_pages import digit_png
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.browser,
@@ -72,25 +64,6 @@ def dashboard_server(browser_run, tmp_path):
     """`streamlit run dashboard` reading the browser run's store."""
     with serve(browser_run[0], tmp_path / "streamlit.log") as url:
         yield url
-
-
-@contextlib.contextmanager
-def chromium_page(profile: Path, viewport: dict | None = None):
-    """A page of headless Chromium (a fresh profile in ``profile``)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport=viewport or {"width": 1400, "height": 1000},
-        )
-        try:
-            yield context.pages[0] if context.pages else context.new_page()
-        finally:
-            context.close()
 
 
 def metric_value(page, label: str) -> str:
