@@ -110,10 +110,8 @@ class BNNCLI(LightningCLI):
             run_id = parse_run(source)
         except ValueError:
             raise ValueError(f"init_from {source!r}: neither a weights file nor an MLflow run id") from None
-        target = checkpoint_root(uri) / "downloads" / run_id
-        target.mkdir(parents=True, exist_ok=True)
         try:
-            return download_run_artifact(f"runs:/{run_id}/{WEIGHTS}", target, uri)
+            return _fetch(f"runs:/{run_id}/{WEIGHTS}", uri)
         except Exception as err:  # an unknown run, or a run without weights
             raise ValueError(f"init_from {source!r}: no such file, and no run weights in {uri}: {err}") from err
 
@@ -173,11 +171,8 @@ class BNNCLI(LightningCLI):
 
     def _download_checkpoint(self, ckpt_uri: str, uri: str) -> str:
         """Fetch ``runs:/<id>/<path>.ckpt`` into ``<checkpoint root>/downloads/<id>/`` and fit from that file."""
-        run_id = ckpt_uri[len("runs:/") :].strip("/").split("/")[0]
-        target = checkpoint_root(uri) / "downloads" / run_id
-        target.mkdir(parents=True, exist_ok=True)
         try:
-            local = download_run_artifact(ckpt_uri, target, uri)
+            local = _fetch(ckpt_uri, uri)
         except Exception as err:  # an unknown run or a missing artifact: say which, as for a bad option
             self.parser.error(f"--ckpt_path {ckpt_uri}: cannot download it from {uri}: {err}", ex=err)
         try:  # a file from a store is untrusted: refuse pickled code now, with a clear message
@@ -211,6 +206,14 @@ class BNNCLI(LightningCLI):
         config = self.config.get("fit", self.config)
         if config.get("test_after_fit", True) and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=True)
+
+
+def _fetch(artifact_uri: str, tracking_uri: str) -> str:
+    """Download ``runs:/<id>/<path>`` into ``<checkpoint root>/downloads/<id>/``; return the local file."""
+    run_id = artifact_uri[len("runs:/") :].strip("/").split("/")[0]
+    target = checkpoint_root(tracking_uri) / "downloads" / run_id
+    target.mkdir(parents=True, exist_ok=True)
+    return download_run_artifact(artifact_uri, target, tracking_uri)
 
 
 def _readable_params(config: Any, datamodule: BaseDataModule | None) -> dict:
