@@ -85,8 +85,9 @@ def test_bad_pretrain_options(kwargs, message):
         BNNModule(input_shape=[1, 8, 8], hidden_sizes=[16], **kwargs)
 
 
-def test_pretraining_longer_than_the_run_is_refused(tracking_uri):
-    with pytest.raises(ValueError, match="leaves no epoch of Bayes by Backprop"):
+def test_pretraining_longer_than_the_run_is_refused(tracking_uri, capsys):
+    """From the command line: a parse-style error naming both values, before any training."""
+    with pytest.raises(SystemExit):
         train(
             CONFIGS / "digits.yaml",
             tracking_uri,
@@ -97,3 +98,6 @@ def test_pretraining_longer_than_the_run_is_refused(tracking_uri):
             "--model.pretrain_epochs",
             "2",
         )
+    err = capsys.readouterr().err
+    assert "model.pretrain_epochs=2 leaves no epoch of Bayes by Backprop in trainer.max_epochs=2" in err
+    assert "Traceback" not in err

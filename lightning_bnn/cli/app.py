@@ -95,6 +95,8 @@ class BNNCLI(LightningCLI):
         token = INIT_SOURCE.set(lambda source: self._init_weights(source, uri))
         try:
             super().instantiate_classes()
+            if self.subcommand in (None, "fit"):  # the epochs to train are a fit's
+                self.model.check_schedule(self.trainer)
         except (ValueError, MisconfigurationException) as err:
             # A bad config value (refused by a constructor, or by the Trainer, e.g. max_epochs=-3):
             # exit with the message, which names the field, as for a parse error, not a traceback.

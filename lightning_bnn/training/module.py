@@ -534,14 +534,22 @@ class BNNModule(L.LightningModule):
             world_size=world_size,
         )
 
-    def on_train_start(self) -> None:
+    def check_schedule(self, trainer: L.Trainer) -> None:
+        """Refuse a run whose ``pretrain_epochs`` leave no ELBO epoch (the CLI calls this before training).
+
+        Raises:
+            ValueError: naming both values.
+        """
         epochs = self.hparams.get("pretrain_epochs", 0)
-        max_epochs = self.trainer.max_epochs
-        if epochs and not self.trainer.fast_dev_run and max_epochs is not None and 0 <= max_epochs <= epochs:
+        max_epochs = trainer.max_epochs
+        if epochs and not trainer.fast_dev_run and max_epochs is not None and 0 <= max_epochs <= epochs:
             raise ValueError(
                 f"model.pretrain_epochs={epochs} leaves no epoch of Bayes by Backprop in "
                 f"trainer.max_epochs={max_epochs}: lower it or train longer"
             )
+
+    def on_train_start(self) -> None:
+        self.check_schedule(self.trainer)
         # Under data parallelism every rank was seeded alike (DDP also broadcasts rank 0's
         # initial weights). Give each rank its own Monte Carlo noise, so that the examples
         # of a global minibatch get independent noise, as they do in one process.
