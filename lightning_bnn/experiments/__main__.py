@@ -2,7 +2,8 @@
 
 * ``classification``, ``regression``, ``pruning``: the paper's experiments (:mod:`.paper`);
 * ``uci``: the UCI regression benchmark (:mod:`.uci`);
-* ``calibration``: BBB vs a point estimate vs MC dropout over seeds (:mod:`.calibration`).
+* ``calibration``: BBB vs a point estimate vs MC dropout over seeds (:mod:`.calibration`);
+* ``partial``: last-layer vs full BBB on a user network over seeds (:mod:`.partial`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ def main(argv: list[str]) -> int:
         from lightning_bnn.experiments.calibration import main as calibration
 
         return calibration(argv[1:])
+    if argv and argv[0] == "partial":
+        from lightning_bnn.experiments.partial import main as partial
+
+        return partial(argv[1:])
     from lightning_bnn.experiments.paper import main as paper
 
     return paper(argv)

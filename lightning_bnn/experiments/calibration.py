@@ -120,12 +120,21 @@ def targets(summary: dict[str, dict[str, Estimate]]) -> list[tuple[str, str, boo
     return rows
 
 
-def table(summary: dict[str, dict[str, Estimate]], runs: dict[str, list[str]]) -> str:
-    """The markdown tables: quality (mean ± SE), OOD AUROCs (H / MI), and the targets."""
+def table(
+    summary: dict[str, dict[str, Estimate]],
+    runs: dict[str, list[str]],
+    labels: dict[str, str] | None = None,
+    target_rows: list[tuple[str, str, bool]] | None = None,
+) -> str:
+    """The markdown tables: quality (mean ± SE), OOD AUROCs (H / MI), and the targets.
+
+    ``labels`` name the models (default: :data:`MODELS`' labels); ``target_rows`` default to :func:`targets`.
+    """
+    labels = labels or {model: label for model, (label, _) in MODELS.items()}
     header = ["model", *(c[0] for c in COLUMNS), "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model, metrics in summary.items():
-        cells = [MODELS[model][0]]
+        cells = [labels[model]]
         cells += [metrics[key].text(digits, scale) if key in metrics else "-" for _, key, digits, scale in COLUMNS]
         cells.append(" ".join(f"`{r[:8]}`" for r in runs[model]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -133,13 +142,15 @@ def table(summary: dict[str, dict[str, Estimate]], runs: dict[str, list[str]]) -
     lines += ["", "| model | " + " | ".join(f"AUROC {n} (H / MI)" for n in names) + " |"]
     lines.append("|" + "---|" * (len(names) + 1))
     for model, metrics in summary.items():
-        cells = [MODELS[model][0]]
+        cells = [labels[model]]
         for n in names:
             h, mi = metrics[f"test/ood_auroc_entropy_{n}"], metrics[f"test/ood_auroc_mi_{n}"]
             cells.append(f"{h.text(3)} / {mi.text(3)}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    lines += [f"| {name} | {measured} | {'yes' if met else '**no**'} |" for name, measured, met in targets(summary)]
+    rows = targets(summary) if target_rows is None else target_rows
+    if rows:
+        lines += ["", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {name} | {measured} | {'yes' if met else '**no**'} |" for name, measured, met in rows]
     return "\n".join(lines)
 
 
@@ -157,6 +168,29 @@ def _train_all(jobs: list[tuple], processes: int) -> list[tuple[str, float]]:
         return list(pool.map(_train_one, jobs))
 
 
+@dataclass
+class Results:
+    """Per model: the test metrics and run ids of its seeds; the summed wall and CPU time of all runs."""
+
+    metrics: dict[str, list[dict[str, float]]]
+    run_ids: dict[str, list[str]]
+    wall: float
+    cpu: float
+
+
+def train_models(jobs: list[tuple], uri: str, processes: int, tag: str) -> Results:
+    """Train each ``(model, seed, train_run arguments)`` job, ``processes`` at a time; collect their metrics."""
+    results = Results({}, {}, 0.0, 0.0)
+    for (model, seed, _), (run_id, seconds) in zip(jobs, _train_all([j[2] for j in jobs], processes), strict=True):
+        values = run_metrics(uri, run_id)
+        results.metrics.setdefault(model, []).append(values)
+        results.run_ids.setdefault(model, []).append(run_id)
+        results.wall += seconds
+        results.cpu += values.get("cpu_time_s", 0.0)
+        print(f"[{tag}] {model} seed {seed}: acc={values.get('test/acc')} {seconds:.0f}s {run_id}", flush=True)
+    return results
+
+
 def run(
     uri: str, seeds: Sequence[int], epochs: int | None = None, quick: bool = False, jobs: int = 1
 ) -> tuple[str, dict[str, dict[str, Estimate]]]:
@@ -168,9 +202,6 @@ def run(
         base, dataset, extra = EXPERIMENT_CONFIGS / "fashion_mnist.yaml", "fashion_mnist", []
         epochs = epochs or 30
     experiment = f"calibration-{dataset}"
-    metrics: dict[str, list[dict[str, float]]] = {}
-    run_ids: dict[str, list[str]] = {}
-    wall = cpu = 0.0
     jobs_list = []
     for model in MODELS:
         for seed in seeds:
@@ -179,14 +210,8 @@ def run(
                 args += ["--model.pretrain_epochs", str(epochs // 2)]
             configs = [base, EXPERIMENT_CONFIGS / MODELS[model][1]]
             jobs_list.append((model, seed, (configs, uri, experiment, f"{model}-seed{seed}", *args)))
-    for (model, seed, _), (run_id, seconds) in zip(jobs_list, _train_all([j[2] for j in jobs_list], jobs), strict=True):
-        values = run_metrics(uri, run_id)
-        metrics.setdefault(model, []).append(values)
-        run_ids.setdefault(model, []).append(run_id)
-        wall, cpu = wall + seconds, cpu + values.get("cpu_time_s", 0.0)
-        accuracy = values.get("test/acc")
-        print(f"[calibration] {model} seed {seed}: acc={accuracy} {seconds:.0f}s {run_id}", flush=True)
-    summary = summarise(metrics)
+    results = train_models(jobs_list, uri, jobs, "calibration")
+    summary = summarise(results.metrics)
     command = "python -m lightning_bnn.experiments calibration" + (" --quick" if quick else "")
     if list(seeds) != [0, 1, 2] and not quick:
         command += " --seeds " + " ".join(map(str, seeds))
@@ -195,9 +220,9 @@ def run(
     intro = (
         f"Data: {dataset}; {len(seeds)} seeds ({', '.join(map(str, seeds))}) per model, {epochs} epochs each, "
         f"tested at the best-validation-NLL epoch; mean ± SE over the seeds. Command: `{command}`. "
-        f"Total {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU."
+        f"Total {results.wall / 60:.1f} min wall, {results.cpu / 60:.1f} min CPU."
     )
-    return intro + "\n\n" + table(summary, run_ids), summary
+    return intro + "\n\n" + table(summary, results.run_ids), summary
 
 
 def main(argv: list[str] | None = None) -> int:
