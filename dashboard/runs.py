@@ -21,6 +21,7 @@ A ``RUNNING`` run with no heartbeat for ``stalled_after_min`` minutes has the st
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -29,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from lightning_bnn.tracking import artifacts, heartbeat
+from lightning_bnn.tracking import artifacts, heartbeat, sqlite_runs
 
 #: seconds to wait for a tracking server's /health before calling it unreachable
 HEALTH_TIMEOUT_S = 3.0
@@ -126,15 +127,14 @@ def client(uri: str):
 
 
 def _wrap(uri: str, call):
-    from mlflow.exceptions import MlflowException
-
     try:
         return call()
     except StoreError:
         raise
-    except MlflowException as err:
-        raise StoreError(f"the tracking store {uri} answered with an error: {err.message}") from None
     except Exception as err:  # noqa: BLE001 - database or network errors of any driver
+        exceptions = sys.modules.get("mlflow.exceptions")  # not imported on the first screen's fast path
+        if exceptions is not None and isinstance(err, exceptions.MlflowException):
+            raise StoreError(f"the tracking store {uri} answered with an error: {err.message}") from None
         raise StoreError(f"could not read the tracking store {uri}: {type(err).__name__}: {err}") from None
 
 
@@ -208,12 +208,17 @@ def list_runs(
     stalled_after_min = heartbeat.check_stalled_after(stalled_after_min)
 
     def read() -> pd.DataFrame:
-        c = client(uri)
-        experiments = c.search_experiments()
-        names = {e.experiment_id: e.name for e in experiments}
+        found = sqlite_runs.search_runs(uri, max_results)  # a local store without importing MLflow
+        if found is None:
+            c = client(uri)
+            names = {e.experiment_id: e.name for e in c.search_experiments()}
+            runs = []
+            if names:
+                runs = c.search_runs(list(names), max_results=max_results, order_by=["attributes.start_time DESC"])
+        else:
+            names, runs = found
         if not names:
             return pd.DataFrame(columns=RUN_COLUMNS)
-        runs = c.search_runs(list(names), max_results=max_results, order_by=["attributes.start_time DESC"])
         now = heartbeat.now_ms()
         rows = [_run_row(r, names, now, stalled_after_min) for r in runs]
         if not rows:
