@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-MUTMUT="$(dirname "$PYTHON")/mutmut"
+MUTMUT="$(cd "$(dirname "$PYTHON")" && pwd)/mutmut"  # absolute: mutmut runs inside the scratch copy
 JOBS=${JOBS:-$(nproc)}
 
 # module -> "file to mutate|fast tests that cover it[|pytest -k expression]"
