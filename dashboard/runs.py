@@ -47,6 +47,8 @@ KEY_METRICS = (
     "val/rmse",
     "val/picp95",
 )
+#: ``layer_type`` params of runs without a weight posterior (no prior, no estimator to show)
+NOT_BAYESIAN = ("deterministic", "mc_dropout")
 #: the status of a RUNNING run with no recent heartbeat
 STALLED = heartbeat.STALLED
 SWEEP_TAG = "lightning_bnn.sweep"
@@ -143,8 +145,9 @@ def _ms_to_time(ms: int | None) -> pd.Timestamp | None:
 
 
 def _prior_label(params: dict[str, str]) -> str | None:
+    """The prior in short, for a Bayesian run (a deterministic or MC-dropout run has none, whatever its config)."""
     name = params.get("prior.name")
-    if name is None:
+    if name is None or params.get("layer_type") in NOT_BAYESIAN:
         return None
     if name == "gaussian":
         return f"gaussian(σ={params.get('prior.sigma')})"
@@ -173,7 +176,7 @@ def _run_row(
         "dataset": tags.get("dataset") or params.get("dataset"),
         "task": tags.get("task"),
         "prior": _prior_label(params),
-        "estimator": params.get("estimator"),
+        "estimator": None if params.get("layer_type") in NOT_BAYESIAN else params.get("estimator"),
         "samples_train": _to_number(params.get("num_samples_train")),
         "samples_eval": _to_number(params.get("num_samples_eval")),
         "epochs": metrics.get("epoch"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -85,3 +86,20 @@ def test_bad_uri():
 def test_empty_store(tracking_uri):
     assert runs.list_runs(tracking_uri).empty
     assert runs.list_sweeps(tracking_uri).empty
+
+
+def test_runs_without_a_weight_posterior_show_no_prior_or_estimator(tmp_path):
+    """Every run logs its whole config, prior included; only a Bayesian run's prior means something."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e")
+    for layer_type in ("bayes", "deterministic", "mc_dropout"):
+        run_id = client.create_run(experiment, run_name=layer_type).info.run_id
+        for key, value in (("layer_type", layer_type), ("prior.name", "gaussian"), ("prior.sigma", "1.0")):
+            client.log_param(run_id, key, value)
+        client.log_param(run_id, "estimator", "local")
+        client.set_terminated(run_id)
+    table = runs.list_runs(uri).set_index("run_name")
+    assert table.loc["bayes", "prior"] == "gaussian(σ=1.0)" and table.loc["bayes", "estimator"] == "local"
+    for name in ("deterministic", "mc_dropout"):
+        assert pd.isna(table.loc[name, "prior"]) and pd.isna(table.loc[name, "estimator"])
