@@ -194,14 +194,25 @@ def test_fused_local_linear_gradcheck(shared, bias):
     assert torch.autograd.gradcheck(f, inputs)
 
 
+FUSED_PRIORS = {
+    "gaussian": PriorConfig(sigma=0.5),
+    # the mixture's own parameters, each away from its default, so that a dropped or swapped one shows
+    "scale_mixture": PriorConfig(name="scale_mixture", pi=0.3, sigma1=1.5, sigma2=0.1),
+    # no fused node: the training step must stay on the general path (closed-form KL to the Laplace prior)
+    "laplace": PriorConfig(name="laplace", scale=0.5),
+}
+
+
+@pytest.mark.parametrize("prior", FUSED_PRIORS)
 @pytest.mark.parametrize("num_samples", [1, 3])
-def test_fused_local_linear_equals_general_path(num_samples):
+def test_fused_local_linear_equals_general_path(num_samples, prior):
     """Same outputs (same seed), KL and gradients as the general path (``net(x, S)`` + ``total_kl``), float32.
 
-    Two hidden layers (so one layer's input gradient is needed) and a prior other than N(0, 1).
+    Two hidden layers (so one layer's input gradient is needed), a prior other than N(0, 1), and
+    the scale mixture with ``kl='auto'`` (its bound: the fused mixture node).
     """
     torch.manual_seed(0)
-    net = build_network((6,), 4, hidden_sizes=(16, 8), estimator="local", prior=PriorConfig(sigma=0.5)).train()
+    net = build_network((6,), 4, hidden_sizes=(16, 8), estimator="local", prior=FUSED_PRIORS[prior]).train()
     x = torch.rand(7, 6)
     assert_fused_equals_general(net, x, num_samples)
 

@@ -19,7 +19,7 @@ from lightning_bnn.nn.layers import (
     total_kl,
 )
 from lightning_bnn.nn.priors import PriorConfig
-from lightning_bnn.nn.sampling import sampling
+from lightning_bnn.nn.sampling import folded, sampling
 
 PRIORS = {
     "gaussian": PriorConfig(name="gaussian", sigma=0.5),
@@ -299,22 +299,26 @@ def test_flipout_covariance_across_the_batch_is_flipouts_not_shared_weights():
 # -- with sigma -> 0 every path is the mean network -------------------------------------------------------
 
 
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("path", ["forward", "forward_and_kl"])
 @pytest.mark.parametrize("mode", [f"train:{e}" for e in ESTIMATORS] + [f"eval:{e}" for e in PredictEstimator])
 @pytest.mark.parametrize("kind", LAYERS)
-@pytest.mark.parametrize("num_samples", [None, 1, 3])
-def test_every_path_with_vanishing_sigma_is_the_mean_layer_with_its_bias(kind, mode, path, num_samples):
+@pytest.mark.parametrize("num_samples", [None, 1, 2, 3])
+def test_every_path_with_vanishing_sigma_is_the_mean_layer_with_its_bias(kind, mode, path, num_samples, bias):
     """sigma = softplus(-40) ~ 4e-18: every estimator, mode and input layout gives op(x, mu) + mu_b.
 
     Catches a dropped bias or weight on one path (e.g. the one-sample shortcut of weight sampling),
-    a wrong sample axis on the fused path, or a sample dimension added to or lost from the output.
+    a wrong sample axis on the fused path, a sample dimension added to or lost from the output
+    (2 samples: the one-sample shortcut taken for two), and a path that needs a bias (a layer
+    without one: the fused training node, the one-sample shortcut).
     """
     make, in_shape, out_shape = LAYERS[kind]
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        layer = make(rho_init=-40.0)
-        with torch.no_grad():
-            layer.bias.mu.uniform_(1.0, 2.0)  # a bias far from 0
+        layer = make(rho_init=-40.0, bias=bias)
+        if bias:
+            with torch.no_grad():
+                layer.bias.mu.uniform_(1.0, 2.0)  # a bias far from 0
         stage, estimator = mode.split(":")
         if stage == "train":
             layer.estimator = Estimator(estimator)
@@ -325,7 +329,7 @@ def test_every_path_with_vanishing_sigma_is_the_mean_layer_with_its_bias(kind, m
         inputs = x if num_samples is None else x.unsqueeze(0).expand(num_samples, *x.shape).contiguous()
         with torch.no_grad(), sampling(estimator=estimator if stage != "train" else None):
             out = layer(inputs) if path == "forward" else layer.forward_and_kl(inputs)[0]
-            expected = layer._op(x, layer.weight.mu, layer.bias.mu)
+            expected = layer._op(x, layer.weight.mu, layer.bias.mu if bias else None)
     assert out.shape == inputs.shape[: inputs.dim() - len(in_shape)] + out_shape
     torch.testing.assert_close(out, expected.expand_as(out), rtol=1e-5, atol=1e-5)
 
@@ -384,3 +388,206 @@ def test_mean_estimator_of_a_layer_without_bias():
     x = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(0))
     with sampling(estimator="mean"), torch.no_grad():
         torch.testing.assert_close(layer(x), x @ layer.weight.mu.T)
+
+
+# -- defaults, the Monte Carlo KL's sample count, folded inputs ------------------------------------------
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_default_mu_fills_plus_minus_one_over_sqrt_fan_in(kind):
+    """mu starts uniform in +-1/sqrt(fan_in) (``mu_init_scale`` 1 by default): inside and filling the interval."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = BayesLinear(100, 50) if kind == "linear" else BayesConv2d(4, 50, 5)
+    mu = layer.weight.mu.detach()
+    bound = 1 / math.sqrt(100)  # fan_in: 100 inputs, or 4 channels x 5 x 5
+    assert mu.abs().max() <= bound
+    assert mu.max() > 0.99 * bound and mu.min() < -0.99 * bound  # 5000 uniform draws
+
+
+def _mc_kl_by_hand(layer, num: int, seed: int) -> torch.Tensor:
+    """(1/K) sum_k log q(w_k) - log p(w_k) over weight and bias, w_k = mu + sigma eps_k, eps drawn from ``seed``.
+
+    The noise is drawn as the layer draws its KL noise (weight first, then bias, K at once); the densities
+    come from torch.distributions (the mixture's written here in log space).
+    """
+    prior = layer.prior
+    if prior.name == "gaussian":
+        log_p = D.Normal(0.0, prior.sigma).log_prob
+    elif prior.name == "laplace":
+        log_p = D.Laplace(0.0, prior.scale).log_prob
+    else:
+
+        def log_p(w):
+            wide = math.log(prior.pi) + D.Normal(0.0, prior.sigma1).log_prob(w)
+            narrow = math.log(1 - prior.pi) + D.Normal(0.0, prior.sigma2).log_prob(w)
+            return torch.logaddexp(wide, narrow)
+
+    total = torch.zeros((), dtype=torch.float64)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for p in (layer.weight, layer.bias):
+            mu, sigma = p.mu.detach().double(), p.sigma.detach().double()
+            eps = torch.randn(num, *mu.shape).double()
+            w = mu + sigma * eps
+            total += (D.Normal(mu, sigma).log_prob(w) - log_p(w)).sum() / num
+    return total
+
+
+MC_PRIORS = {
+    "gaussian": PriorConfig(name="gaussian", sigma=0.5),
+    "laplace": PriorConfig(name="laplace", scale=0.5),
+    "scale_mixture": PriorConfig(name="scale_mixture", pi=0.3, sigma1=1.5, sigma2=0.1),
+}
+
+
+@pytest.mark.parametrize("path", ["kl", "forward_and_kl"])
+@pytest.mark.parametrize("num_kl_samples", [None, 4])
+@pytest.mark.parametrize("prior", MC_PRIORS)
+def test_mc_kl_averages_num_kl_samples_draws(prior, num_kl_samples, path):
+    """``kl='mc'``: the layer's KL is the K-sample estimate (K = ``num_kl_samples``, 1 by default), on both paths.
+
+    Against the estimate computed here from the same seed's noise; K = 4 and K = 1 give different numbers,
+    and ``forward_and_kl`` in training (local estimator) must not replace the estimate by a closed form or a
+    bound (the fused training node applies only to ``exact`` with a Gaussian prior and ``bound``).
+    """
+    kwargs = {} if num_kl_samples is None else {"num_kl_samples": num_kl_samples}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = BayesLinear(6, 3, prior=MC_PRIORS[prior], kl="mc", rho_init=-1.0, **kwargs).train()
+    x = torch.randn(2, 6, generator=torch.Generator().manual_seed(1))
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        kl = (layer.kl() if path == "kl" else layer.forward_and_kl(x)[1]).detach()
+    expected = _mc_kl_by_hand(layer, num_kl_samples or 1, seed=5)
+    torch.testing.assert_close(kl.double(), expected, rtol=1e-4, atol=1e-4)
+    other = _mc_kl_by_hand(layer, 1 if num_kl_samples else 2, seed=5)
+    assert abs(kl.item() - other.item()) > 1e-2  # the check tells the sample counts apart
+
+
+def test_folded_layer_refuses_a_batch_that_is_not_samples_times_examples():
+    layer = BayesLinear(5, 2, folded=True)
+    with folded(3):
+        assert layer(torch.randn(6, 5)).shape == (6, 2)
+        with pytest.raises(ValueError) as info:
+            layer(torch.randn(7, 5))
+    assert str(info.value) == "BayesLinear expects a batch of 3 folded samples times B examples, got shape (7, 5)"
+
+
+@pytest.mark.parametrize("estimator", ["local", "mean"])
+def test_an_input_repeated_along_the_batch_but_not_the_samples_is_used_per_sample(estimator):
+    """x [S, B, 1] = one value per sample expanded along the batch (stride 0 in dimension 1, not 0): each
+    sample's output uses its own x (an input shared by all samples has stride 0 in dimension 0)."""
+    from lightning_bnn.nn.posterior import rho_from_sigma
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = BayesLinear(1, 2, rho_init=rho_from_sigma(1e-6)).eval()
+    x = torch.arange(1.0, 5.0).reshape(4, 1, 1).expand(4, 3, 1)
+    assert x.stride(1) == 0 and x.stride(0) != 0
+    with sampling(estimator=estimator), torch.no_grad():
+        out = layer(x)
+    expected = x * layer.weight.mu.detach().reshape(1, 1, 2) + layer.bias.mu.detach()
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 4, 5)])
+def test_forward_and_kl_refuses_the_inputs_forward_refuses(shape):
+    """In training (where the fused node may run) a 1-D or 4-D input gets the layer's own message, not an
+    IndexError or a silently reshaped output."""
+    layer = BayesLinear(5, 2).train()
+    message = r"BayesLinear expects input \[S, B, \*features\] with 1 feature dimension\(s\), got shape"
+    for call in (layer, layer.forward_and_kl):
+        with pytest.raises(ValueError, match=message):
+            call(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (3, 4, 6)])
+def test_forward_and_kl_with_the_wrong_width_fails_as_forward_does(shape):
+    layer = BayesLinear(5, 2).train()
+    for call in (layer, layer.forward_and_kl):
+        with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
+            call(torch.randn(*shape))
+
+
+# -- convolutions: options, their errors, repr ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"groups": 2},
+        {"dilation": 2, "padding": 2},
+        {"dilation": (2, 1), "stride": (2, 1)},
+        {"padding": "valid"},
+        {"padding": "same"},
+        {"padding": 1, "padding_mode": "reflect"},
+        {"padding": 1, "padding_mode": "replicate"},
+        {"padding": (1, 2), "padding_mode": "circular"},
+    ],
+)
+def test_conv_options_mean_what_nn_conv2d_means(options):
+    """With the posterior means (``mean``) and one weight sample per call, the layer is ``nn.Conv2d`` with the
+    same options and weights (PyTorch's own padding and convolution)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = BayesConv2d(4, 6, 3, **options).eval()
+        x = torch.randn(2, 5, 4, 7, 8)
+    reference = nn.Conv2d(4, 6, 3, **options)
+    with torch.no_grad():
+        reference.weight.copy_(layer.weight.mu)
+        reference.bias.copy_(layer.bias.mu)
+        with sampling(estimator="mean"):
+            out = layer(x)
+        expected = reference(x.reshape(10, 4, 7, 8))
+    torch.testing.assert_close(out, expected.reshape(2, 5, *expected.shape[1:]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"groups": 0}, "groups must be a positive integer, got 0"),
+        ({"in_channels": True}, "in_channels must be a positive integer, got True"),
+        ({"in_channels": 2.0}, "in_channels must be a positive integer, got 2.0"),
+        ({"out_channels": 3, "groups": 2}, "in_channels (4) and out_channels (3) must divide by groups"),
+        ({"in_channels": 3, "groups": 2}, "in_channels (3) and out_channels (4) must divide by groups"),
+        ({"padding": "full"}, "padding must be a number, a tuple, 'same' or 'valid', got 'full'"),
+        ({"padding": -1}, "padding must be an integer >= 0, got -1"),
+        ({"padding": (1, -1)}, "padding must be an integer >= 0 or a tuple of 2 of them, got (1, -1)"),
+        ({"padding_mode": "mirror"}, "padding_mode must be zeros, reflect, replicate or circular, got 'mirror'"),
+        ({"kernel_size": (3, 0)}, "kernel_size must be a positive integer or a tuple of 2 of them, got (3, 0)"),
+        ({"kernel_size": (True, 3)}, "kernel_size must be a positive integer or a tuple of 2 of them, got (True, 3)"),
+        ({"kernel_size": (2.5, 3)}, "kernel_size must be a positive integer or a tuple of 2 of them, got (2.5, 3)"),
+        ({"stride": (1, 0)}, "stride must be a positive integer or a tuple of 2 of them, got (1, 0)"),
+        ({"dilation": (0, 1)}, "dilation must be a positive integer or a tuple of 2 of them, got (0, 1)"),
+    ],
+)
+def test_bad_conv_arguments_name_the_field(kwargs, message):
+    args = {"in_channels": 4, "out_channels": 4, "kernel_size": 3} | kwargs
+    with pytest.raises(ValueError) as info:
+        BayesConv2d(**args)
+    assert str(info.value) == message
+
+
+def test_linear_repr():
+    """The first line of ``repr`` (``extra_repr``; the posteriors follow as children)."""
+    assert repr(BayesLinear(5, 2)).splitlines()[1] == "  in_features=5, out_features=2, estimator=local"
+    assert BayesLinear(3, 4, bias=False).extra_repr() == "in_features=3, out_features=4, estimator=local"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [
+        ({}, "kernel_size=3, stride=1, padding=(0, 0), estimator=local"),
+        ({"groups": 2}, "kernel_size=3, stride=1, padding=(0, 0), groups=2, estimator=local"),
+        ({"dilation": 2, "stride": 2}, "kernel_size=3, stride=2, padding=(0, 0), dilation=2, estimator=local"),
+        (
+            {"kernel_size": [3, 2], "stride": [2, 1], "dilation": [2, 1], "groups": 2, "padding": "same"},
+            "kernel_size=(3, 2), stride=(2, 1), padding=same, groups=2, dilation=(2, 1), estimator=local",
+        ),
+    ],
+)
+def test_conv_repr_shows_the_options_and_groups_and_dilation_only_when_not_1(kwargs, shown):
+    """As ``nn.Conv2d``'s repr: groups and dilation only when not 1; a number stays a number, a list a tuple."""
+    layer = BayesConv2d(**({"in_channels": 4, "out_channels": 6, "kernel_size": 3} | kwargs))
+    assert layer.extra_repr() == f"4, 6, {shown}"
