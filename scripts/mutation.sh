@@ -22,7 +22,7 @@ JOBS=${JOBS:-$(nproc)}
 # module -> "file to mutate|fast tests that cover it[|pytest -k expression]"
 declare -A MODULES=(
   [priors]="lightning_bnn/nn/priors.py|tests/test_priors.py"
-  [posterior]="lightning_bnn/nn/posterior.py|tests/test_priors.py tests/test_fast_paths.py tests/test_layers.py"
+  [posterior]="lightning_bnn/nn/posterior.py|tests/test_priors.py tests/test_fast_paths.py tests/test_layers.py tests/test_mixture_kl.py"
   [layers]="lightning_bnn/nn/layers.py|tests/test_layers.py tests/test_fast_paths.py tests/test_convert.py tests/test_precision.py"  # folded layers; autocast
   [fused]="lightning_bnn/nn/fused.py|tests/test_fast_paths.py"
   [objectives]="lightning_bnn/training/objectives.py|tests/test_objectives.py"
