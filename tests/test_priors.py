@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -273,3 +274,25 @@ def test_mu_starts_uniform_on_both_sides_of_zero():
         torch.manual_seed(0)
         mu = GaussianPosterior((2000,), mu_init_bound=0.5, rho_init=-3.0).mu
     assert float(mu.min()) < -0.45 and float(mu.max()) > 0.45 and abs(float(mu.mean())) < 0.03
+
+
+def test_the_general_kl_path_agrees_with_torch_and_refuses_what_has_no_formula():
+    """``kl_from_sigma`` (the autograd path the fused kernels are checked against) on its own.
+
+    The exact Gaussian KL against torch.distributions' closed form (an independent implementation),
+    and its two refusals with their messages: no closed form for the scale mixture, no bound for a
+    Gaussian prior (unreachable through a layer, whose ``resolve_kl_method`` refuses both first).
+    """
+    torch.manual_seed(0)
+    post = GaussianPosterior((4, 3), mu_init_bound=0.5, rho_init=-2.0)
+    with torch.no_grad():
+        post.rho.add_(torch.randn_like(post.rho))  # sigmas that differ
+    prior = PriorConfig(name="gaussian", sigma=0.7)
+    expected = D.kl_divergence(D.Normal(post.mu, post.sigma), D.Normal(0.0, 0.7)).sum()
+    assert torch.allclose(post.kl_from_sigma(post.sigma, prior, KLMethod.exact), expected, rtol=1e-5)
+    mixture = PriorConfig(name="scale_mixture")
+    with pytest.raises(ValueError, match=re.escape("no closed-form KL for prior.name='scale_mixture'")):
+        post.kl_from_sigma(post.sigma, mixture, KLMethod.exact)
+    message = "kl='bound' applies to prior.name='scale_mixture' only, got 'gaussian'"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        post.kl_from_sigma(post.sigma, prior, KLMethod.bound)
