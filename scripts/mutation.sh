@@ -24,7 +24,8 @@ declare -A MODULES=(
   [priors]="lightning_bnn/nn/priors.py|tests/test_priors.py"
   [posterior]="lightning_bnn/nn/posterior.py|tests/test_priors.py tests/test_fast_paths.py tests/test_layers.py tests/test_mixture_kl.py"
   [layers]="lightning_bnn/nn/layers.py|tests/test_layers.py tests/test_fast_paths.py tests/test_convert.py tests/test_precision.py"  # folded layers; autocast
-  [fused]="lightning_bnn/nn/fused.py|tests/test_fast_paths.py"
+  [fused]="lightning_bnn/nn/fused.py|tests/test_fast_paths.py tests/test_mixture_kl.py"
+  [mixture_kl]="lightning_bnn/nn/mixture_kl.py|tests/test_mixture_kl.py"
   [objectives]="lightning_bnn/training/objectives.py|tests/test_objectives.py"
   [metrics]="lightning_bnn/evaluation/metrics.py|tests/test_metrics.py"
   [predictive]="lightning_bnn/nn/predictive.py|tests/test_predictive.py tests/test_metrics.py tests/test_models.py"
@@ -32,7 +33,7 @@ declare -A MODULES=(
   [prune]="lightning_bnn/evaluation/prune.py|tests/test_prune.py|not command"  # the command test trains a model
   [inputs]="dashboard/inputs.py|tests/dashboard/test_inputs.py tests/reliability/test_dashboard_inputs.py"
 )
-ORDER=(priors posterior layers fused objectives metrics predictive likelihoods prune inputs)
+ORDER=(priors posterior layers fused mixture_kl objectives metrics predictive likelihoods prune inputs)
 [ $# -gt 0 ] && ORDER=("$@")
 
 toml_list() { local out="" item; for item in "$@"; do out+="\"$item\", "; done; echo "[${out%, }]"; }
