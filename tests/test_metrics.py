@@ -200,3 +200,30 @@ def test_regression_metrics_of_two_outputs():
     values = {k: float(v) for k, v in metrics.compute().items()}
     assert values["rmse"] == pytest.approx(math.sqrt((1 + 9) / 4))
     assert values["picp95"] == pytest.approx(0.75)
+
+
+def test_risk_coverage_keeps_tied_inputs_in_their_order_and_covers_one_input():
+    """Ties keep their order (as documented); one input is full coverage at its own risk."""
+    from lightning_bnn.evaluation.metrics import risk_coverage
+
+    # 2,000 equally uncertain inputs, the first 1,000 wrong: in their order the risk at half coverage
+    # is exactly 1 (an unstable sort of this many ties mixes them: measured 0.5-ish)
+    correct = torch.cat([torch.zeros(1000), torch.ones(1000)])
+    coverage, risk = risk_coverage(torch.full((2000,), 0.5), correct)
+    assert risk[999].item() == 1.0 and risk[-1].item() == 0.5 and coverage[999].item() == 0.5
+    coverage, risk = risk_coverage(torch.tensor([0.3]), torch.tensor([0.0]))
+    assert coverage.tolist() == [1.0] and risk.tolist() == [1.0]
+
+
+def test_each_likelihood_gets_its_metrics_by_name():
+    from torch import nn
+
+    from lightning_bnn.evaluation.metrics import make_metrics
+    from lightning_bnn.nn.likelihoods import CategoricalLikelihood, GaussianLikelihood
+
+    classification = make_metrics(CategoricalLikelihood(3))
+    assert set(classification.keys()) == {"acc", "nll", "brier", "ece", "entropy", "mi", "aurc"}
+    assert classification["ece"].num_classes == 3
+    assert set(make_metrics(GaussianLikelihood(2)).keys()) == {"rmse", "nll", "picp95", "width95"}
+    with pytest.raises(TypeError, match="^no metrics registered for Identity$"):
+        make_metrics(nn.Identity())
