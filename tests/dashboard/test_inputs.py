@@ -344,3 +344,36 @@ def test_uploads_that_hold_no_digit_are_flagged_and_still_answered(image, prepro
         assert fragment in warning
     assert item.array.shape == (1, preprocessing["height"], preprocessing["width"])  # the model still answers
     assert np.isfinite(item.array).all()
+
+
+def test_uploads_for_several_models_go_through_each_models_preprocessing():
+    good, bad = encode(digit_image()), b"text"
+    uploads = [("a.png", good), ("b.txt", bad), ("c.png", good)]
+    items, errors, arrays = inputs.images_for_models(uploads, {"digits": DIGITS, "mnist": MNIST})
+    assert [i.name for i in items] == ["a.png", "c.png"] and items[0].preview.shape == (8, 8)  # the first model's
+    assert len(errors) == 1 and errors[0].startswith("b.txt: this is not an image")
+    assert list(arrays) == ["digits", "mnist"]
+    for label, preprocessing in (("digits", DIGITS), ("mnist", MNIST)):
+        one = inputs.image_to_model_input("a.png", good, preprocessing).array
+        assert arrays[label].shape == (2, *one.shape)
+        np.testing.assert_array_equal(arrays[label][1], one)
+    assert arrays["digits"].shape[-1] == 8 and arrays["mnist"].shape[-1] == 28
+    items, errors, arrays = inputs.images_for_models([("b.txt", bad)], {"digits": DIGITS, "mnist": MNIST})
+    assert items == [] and len(errors) == 1 and arrays == {}
+
+
+def test_upscale_keeps_pixels_as_bytes_and_fills_112_pixels_by_default():
+    preview = np.array([[0, 255], [128, 7]], np.uint8)
+    assert inputs.upscale(preview).dtype == np.uint8
+    assert inputs.upscale(np.full((1, 1), 9, np.uint8)).shape == (112, 112)  # 112 // 1: the default size itself
+
+
+@pytest.mark.parametrize("extra", [(), ("target",)])
+def test_a_csv_far_wider_than_the_model_is_refused_before_parsing_with_the_columns_it_takes(extra):
+    header = ",".join(f"c{i}" for i in range(150))
+    data = (header + "\n" + ",".join("1" for _ in range(150)) + "\n").encode()
+    also = " (optionally also ['target'])" if extra else ""
+    expected = f"w.csv: the CSV has 150 columns; the model takes exactly the columns ['a', 'b']{also}."
+    with pytest.raises(InputError) as err:
+        inputs.parse_feature_csv("w.csv", data, ["a", "b"], extra)
+    assert str(err.value) == expected
