@@ -1,6 +1,8 @@
 """The speed paths compute the same numbers as the plain ones.
 
 * the fused sigma / sigma^2 / closed-form KL autograd function (gradcheck in float64);
+* the fused local-trick nodes (Gaussian prior and the mixture's bound) against the local trick written
+  out with autograd in float64, for every input layout and with only some gradients needed;
 * ``BayesianNetwork.forward_with_kl`` (the training step's path) against
   ``net(x, S)`` + ``total_kl(net)``: same outputs under the same seed, same KL, same gradients;
 * the ``auto`` prediction estimator's choice per layer;
