@@ -1,6 +1,8 @@
 """The speed paths compute the same numbers as the plain ones.
 
 * the fused sigma / sigma^2 / closed-form KL autograd function (gradcheck in float64);
+* the fused local-trick nodes (Gaussian prior and the mixture's bound) against the local trick written
+  out with autograd in float64, for every input layout and with only some gradients needed;
 * ``BayesianNetwork.forward_with_kl`` (the training step's path) against
   ``net(x, S)`` + ``total_kl(net)``: same outputs under the same seed, same KL, same gradients;
 * the ``auto`` prediction estimator's choice per layer;
@@ -16,7 +18,7 @@ import pytest
 import torch
 from bnn_testing import assert_fused_equals_general
 
-from lightning_bnn.nn.fused import LocalLinearGaussian
+from lightning_bnn.nn.fused import MIN_VARIANCE, LocalLinearGaussian, LocalLinearMixtureBound
 from lightning_bnn.nn.layers import (
     AUTO_WEIGHT_SAMPLING_MIN_BATCH_CPU_LINEAR,
     BayesConv2d,
@@ -25,6 +27,7 @@ from lightning_bnn.nn.layers import (
     clear_moments_cache,
     total_kl,
 )
+from lightning_bnn.nn.mixture_kl import scale_mixture_kl_bound
 from lightning_bnn.nn.models import build_network
 from lightning_bnn.nn.posterior import GaussianPosterior, KLMethod, _SoftplusGaussianKL, gaussian_kl_to_gaussian
 from lightning_bnn.nn.priors import PriorConfig
@@ -301,3 +304,99 @@ def test_fused_local_linear_gradcheck_without_the_kl(bias):
         return out.sin().sum()
 
     assert torch.autograd.gradcheck(f, (x, w_mu, w_rho, *b))
+
+
+# The two fused nodes, each with the reference KL it must equal: the closed form (torch.distributions) for
+# N(0, 0.8^2), the logsumexp bound for the mixture (pi 0.3, sigma1 1.5, sigma2 0.1).
+FUSED_NODES = {
+    "gaussian": (
+        lambda *a: LocalLinearGaussian.apply(*a, 0.8),
+        lambda mu, sigma: torch.distributions.kl_divergence(
+            torch.distributions.Normal(mu, sigma), torch.distributions.Normal(torch.zeros_like(mu), 0.8)
+        ).sum(),
+    ),
+    "mixture": (
+        lambda *a: LocalLinearMixtureBound.apply(*a, 0.3, 1.5, 0.1),
+        lambda mu, sigma: scale_mixture_kl_bound(mu, sigma, 0.3, 1.5, 0.1),
+    ),
+}
+
+# x as the fused node may get it: [S, B, in] per sample; one input for every sample (stride 0 in
+# dimension 0, as at a first layer); one row per sample repeated along the batch (stride 0 in dimension
+# 1, different per sample); and one feature, one example (a contiguous [S, 1, 1] has stride 1 in dimension 0).
+X_KINDS = {
+    "per_sample": lambda g: torch.randn(3, 5, 4, generator=g, dtype=torch.float64),
+    "shared": lambda g: torch.randn(1, 5, 4, generator=g, dtype=torch.float64),
+    "repeated_along_batch": lambda g: torch.randn(3, 1, 4, generator=g, dtype=torch.float64),
+    "one_feature": lambda g: torch.randn(3, 1, 1, generator=g, dtype=torch.float64),
+}
+
+
+def _reference_local_linear(x, w_mu, w_rho, b_mu, b_rho, kl_of):
+    """The local trick by autograd (float64): y = m + sqrt(max(v, floor)) eps, eps drawn as [S, B, out]."""
+    w_sigma = torch.nn.functional.softplus(w_rho)
+    mean = x @ w_mu.T
+    var = x.square() @ w_sigma.square().T
+    kl = kl_of(w_mu, w_sigma)
+    if b_mu is not None:
+        b_sigma = torch.nn.functional.softplus(b_rho)
+        mean, var, kl = mean + b_mu, var + b_sigma.square(), kl + kl_of(b_mu, b_sigma)
+    noise = torch.randn(mean.shape, dtype=mean.dtype)
+    return mean + var.clamp_min(MIN_VARIANCE).sqrt() * noise, kl
+
+
+@pytest.mark.parametrize("loss", ["outputs_and_kl", "kl_only", "rho_frozen"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("x_kind", X_KINDS)
+@pytest.mark.parametrize("node", FUSED_NODES)
+def test_fused_local_linear_nodes_equal_the_local_trick_by_autograd_in_float64(node, x_kind, bias, loss):
+    """Outputs, KL and gradients of both fused nodes against the local trick written out here (rtol 1e-10).
+
+    Every input layout, with and without bias, and three losses: the outputs and the KL; the KL alone
+    (no gradient reaches the outputs: the KL's own rho gradient); and rho frozen (mu and x train, so the
+    KL's gradient for mu must be added although rho needs none). Float64 with the same seed: the same
+    noise, drawn in float64.
+    """
+    apply, kl_of = FUSED_NODES[node]
+    g = torch.Generator().manual_seed(3)
+    source = X_KINDS[x_kind](g)
+    x_shape = (3, *source.shape[1:]) if x_kind != "repeated_along_batch" else (3, 5, 4)
+    params = [
+        torch.randn(2, x_shape[-1], generator=g, dtype=torch.float64) * 0.5,
+        torch.randn(2, x_shape[-1], generator=g, dtype=torch.float64) * 0.5 - 2.0,
+        torch.randn(2, generator=g, dtype=torch.float64) * 0.5 if bias else None,
+        torch.randn(2, generator=g, dtype=torch.float64) * 0.5 - 2.0 if bias else None,
+    ]
+
+    def grads(run):
+        leaves = [source.clone().requires_grad_(loss != "kl_only")]
+        for i, p in enumerate(params):  # rho frozen: no gradient asked for w_rho and b_rho
+            leaves.append(None if p is None else p.clone().requires_grad_(not (loss == "rho_frozen" and i % 2)))
+        x = leaves[0].expand(x_shape)
+        with torch.random.fork_rng():
+            torch.manual_seed(7)
+            out, kl = run(x, *leaves[1:])
+        total = kl if loss == "kl_only" else out.sin().sum() + 0.3 * kl
+        wanted = [t for t in leaves if t is not None and t.requires_grad]
+        return (out, kl, *torch.autograd.grad(total, wanted))
+
+    fused = grads(apply)
+    reference = grads(lambda *a: _reference_local_linear(*a, kl_of))
+    assert len(fused) == len(reference)
+    for a, b in zip(fused, reference):
+        assert a.dtype == torch.float64
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("node", FUSED_NODES)
+def test_fused_local_linear_output_gradient_is_zero_where_the_variance_is_clamped(node):
+    # sigma = softplus(-40) ~ 4e-18: every pre-activation variance is below MIN_VARIANCE, so the sampled
+    # part of y is the constant sqrt(MIN_VARIANCE) eps and the outputs' gradient for rho is exactly 0.
+    apply, _ = FUSED_NODES[node]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    w_mu = (torch.randn(3, 4, generator=g, dtype=torch.float64) * 0.5).requires_grad_()
+    w_rho = torch.full((3, 4), -40.0, dtype=torch.float64, requires_grad=True)
+    out, _ = apply(x, w_mu, w_rho, None, None)
+    (grad_rho,) = torch.autograd.grad(out.sin().sum(), w_rho)
+    assert torch.equal(grad_rho, torch.zeros_like(w_rho))
