@@ -29,7 +29,7 @@ declare -A MODULES=(
   [objectives]="lightning_bnn/training/objectives.py|tests/test_objectives.py"
   [metrics]="lightning_bnn/evaluation/metrics.py|tests/test_metrics.py"
   [predictive]="lightning_bnn/nn/predictive.py|tests/test_predictive.py tests/test_metrics.py tests/test_models.py"
-  [likelihoods]="lightning_bnn/nn/likelihoods.py|tests/test_objectives.py tests/test_models.py"
+  [likelihoods]="lightning_bnn/nn/likelihoods.py|tests/test_likelihoods.py tests/test_objectives.py tests/test_models.py"
   [prune]="lightning_bnn/evaluation/prune.py|tests/test_prune.py|not command"  # the command test trains a model
   [inputs]="dashboard/inputs.py|tests/dashboard/test_inputs.py tests/reliability/test_dashboard_inputs.py"
 )
