@@ -107,5 +107,6 @@ def test_other_uris_are_left_to_mlflow(tmp_path):
 def test_a_file_that_is_no_database_is_a_store_error(tmp_path):
     path = tmp_path / "broken.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(dashboard_runs.StoreError, match="tracking store"):
+    with pytest.raises(dashboard_runs.StoreError, match="tracking store") as err:
         dashboard_runs.list_runs(f"sqlite:///{path}")
+    assert str(err.value).endswith(f"DatabaseError: {path} is not a SQLite database")  # one line, the file named

@@ -102,11 +102,16 @@ def search_runs(uri: str, max_results: int = 1000) -> tuple[dict[str, str], list
     """(experiment id -> name of the active experiments, their active runs newest first), or None.
 
     None means "ask MLflow": the URI is not an existing SQLite file, or its schema is not one of
-    :data:`KNOWN_REVISIONS`. A database that cannot be read raises ``sqlite3.Error``.
+    :data:`KNOWN_REVISIONS`. A file that is not a SQLite database, or one that cannot be read, raises
+    ``sqlite3.DatabaseError``.
     """
     path = database_path(uri)
     if path is None:
         return None
+    with path.open("rb") as file:
+        header = file.read(16)
+    if header and header != b"SQLite format 3\x00":  # an empty file is a new database: MLflow's to create
+        raise sqlite3.DatabaseError(f"{path} is not a SQLite database")
     connection = _connect(path)
     try:
         if not readable(connection):
